@@ -1,0 +1,43 @@
+# lorakit-nb — every target creates the virtual environment first if it is missing.
+#   make run    execute all notebooks headless (CPU/offline profile) into runs/, print their numbers
+#   make test   run the test suite (unit tests + every notebook through papermill)
+#   make lab    open the notebooks in JupyterLab
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# CPU build by default. On a CUDA machine: make run TORCH_SPEC="torch" (or keep your preinstalled torch).
+TORCH_SPEC ?= torch==2.13.0
+STAMP := $(VENV)/.lorakit-installed
+
+.PHONY: run test unit lab data strip clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install --quiet -e ".[dev,offline-models]"
+	$(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (lorakit)"
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/lorakit run --profile cpu --run-dir runs
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q -rs
+
+unit: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not notebook"
+
+lab: $(STAMP)
+	$(BIN)/jupyter lab notebooks/
+
+# Regenerate the synthetic Mandarin speech corpus (needs Debian/Ubuntu espeak-ng).
+data: $(STAMP)
+	command -v espeak-ng >/dev/null || (apt-get update && apt-get install -y espeak-ng)
+	$(BIN)/python -m lorakit_nb.synth --sentences data/zh_speech/sentences.txt --out data/zh_speech
+
+strip: $(STAMP)
+	$(BIN)/nbstripout notebooks/*.ipynb
+
+clean:
+	rm -rf runs $(VENV)

@@ -1,0 +1,115 @@
+"""Where am I running? Versions, device, the profile switch, and metrics.json.
+
+Every notebook starts with `show_env()` and ends with `write_metrics(...)`, so a learner (and CI)
+sees the same facts in the same place.
+
+Covers: package versions, CPU/GPU detection, resolving PROFILE = "auto" | "cpu" | "gpu", writing
+and reading `OUTPUT_DIR/metrics.json` atomically.
+Does not: pick hyper-parameters (each notebook's `parameters` cell does that, visibly).
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import tempfile
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+KEY_PACKAGES = ("torch", "transformers", "peft", "bitsandbytes", "datasets", "jiwer", "ctranslate2")
+PROFILES = ("cpu", "gpu")
+
+
+def package_version(name: str) -> str:
+    """Installed version of a distribution, or "not installed"."""
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return "not installed"
+
+
+def device() -> str:
+    """"cuda" when a CUDA GPU is visible to torch, else "cpu"."""
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def show_env(packages=KEY_PACKAGES) -> dict:
+    """Print and return Python, package versions and the device.
+
+    Example: show_env(("torch",)) prints `python 3.11.7 | torch 2.13.0+cpu | device cpu (2 threads)`.
+    """
+    import torch
+
+    info = {"python": platform.python_version()}
+    info.update({p: package_version(p) for p in packages})
+    dev = device()
+    info["device"] = dev
+    if dev == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(0)
+    else:
+        info["threads"] = torch.get_num_threads()
+    print(" | ".join(f"{k} {v}" for k, v in info.items()))
+    return info
+
+
+def resolve_profile(profile: str = "auto") -> str:
+    """Turn the notebook's PROFILE switch into "cpu" or "gpu" and say why.
+
+    "auto" -> "gpu" if CUDA is available else "cpu". An explicit value is kept as given.
+    Example: resolve_profile("auto") on a laptop -> prints `PROFILE auto -> cpu (no CUDA GPU found)`.
+    """
+    profile = (profile or "auto").lower()
+    if profile == "auto":
+        resolved = "gpu" if device() == "cuda" else "cpu"
+        why = "CUDA GPU found" if resolved == "gpu" else "no CUDA GPU found"
+        print(f"PROFILE auto -> {resolved} ({why})")
+        return resolved
+    if profile not in PROFILES:
+        raise ValueError(f"PROFILE must be 'auto', 'cpu' or 'gpu', not {profile!r}: fix the parameters cell.")
+    print(f"PROFILE {profile}")
+    return profile
+
+
+def write_json_atomic(path, data) -> Path:
+    """Write JSON to a temp file next to `path`, then rename: readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(data, f, ensure_ascii=False, indent=2, default=_jsonable)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _jsonable(obj):
+    # numpy / torch scalars and paths, so notebooks can pass what they computed as is
+    if hasattr(obj, "item"):
+        return obj.item()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"metrics value of type {type(obj).__name__} is not JSON-serialisable")
+
+
+def write_metrics(output_dir, metrics: dict, name: str = "metrics.json") -> Path:
+    """Merge `metrics` into OUTPUT_DIR/metrics.json (created if missing) and return its path.
+
+    Merging lets a notebook record numbers section by section. Example:
+    write_metrics("runs/01", {"max_abs_diff_vs_peft": 0.0}) -> runs/01/metrics.json
+    """
+    path = Path(output_dir) / name
+    current = read_metrics(output_dir, name) if path.exists() else {}
+    current.update(metrics)
+    return write_json_atomic(path, current)
+
+
+def read_metrics(output_dir, name: str = "metrics.json") -> dict:
+    """Read OUTPUT_DIR/metrics.json."""
+    with open(Path(output_dir) / name, encoding="utf-8") as f:
+        return json.load(f)

@@ -1,0 +1,121 @@
+"""Run the course headless: execute notebooks in order with papermill and summarise their numbers.
+
+Covers: finding the notebooks, executing each with an execution timeout and its own OUTPUT_DIR,
+reporting the notebook and cell that broke, and printing a table of each notebook's key numbers
+read from its metrics.json.
+Does not: decide what a notebook computes (each notebook writes its own metrics.json).
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from .env import read_metrics, write_json_atomic
+from .errors import LorakitError
+
+NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
+
+# The numbers worth a line in the summary, per notebook; any other metric stays in metrics.json.
+SUMMARY_KEYS = {
+    "01": ["max_abs_diff_vs_peft", "llama2_7b_r8_qv_trainable", "whisper_small_r64_qv_trainable",
+           "lowrank_fit_mse_at_true_rank", "memory_full_measured_mb", "memory_lora_measured_mb"],
+    "02": ["chrf_before", "chrf_after", "exact_match_before", "exact_match_after", "train_seconds"],
+    "03": ["cer_zero_shot", "cer_finetuned", "cer_ratio", "train_seconds"],
+    "04": ["cer_finetuned_hf", "cer_ct2_int8", "ct2_agreement_int8", "speed_ratio_ct2_int8_vs_hf"],
+}
+
+
+class NotebookFailed(LorakitError, RuntimeError):
+    """A notebook raised: names the notebook, the failing cell and where the executed copy is."""
+
+
+def find_notebooks(only=None, notebook_dir=NOTEBOOK_DIR) -> list[Path]:
+    """Notebooks named NN_*.ipynb in course order, optionally filtered by number ("01,03" or ["01"])."""
+    notebooks = sorted(Path(notebook_dir).glob("[0-9][0-9]_*.ipynb"))
+    if only:
+        wanted = {w.strip().zfill(2) for w in (only.split(",") if isinstance(only, str) else only)}
+        unknown = wanted - {nb.name[:2] for nb in notebooks}
+        if unknown:
+            raise LorakitError(f"--only {sorted(unknown)}: no such notebook. "
+                             f"Available: {', '.join(nb.name for nb in notebooks)}")
+        notebooks = [nb for nb in notebooks if nb.name[:2] in wanted]
+    return notebooks
+
+
+def _failed_cell(executed: Path) -> str:
+    """Describe the first cell whose output is an error, from the executed notebook on disk."""
+    try:
+        nb = json.loads(executed.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return "unknown cell"
+    for i, cell in enumerate(nb.get("cells", [])):
+        for out in cell.get("outputs", []):
+            if out.get("output_type") == "error":
+                src = "".join(cell.get("source", "")).strip().splitlines()
+                first = src[0][:80] if src else ""
+                return f"cell {i} ({first!r}): {out.get('ename')}: {out.get('evalue')}"
+    return "unknown cell"
+
+
+def run_notebook(notebook: Path, run_dir: Path, profile: str = "cpu", timeout: int = 3600,
+                 parameters: dict | None = None, progress: bool = True) -> dict:
+    """Execute one notebook into run_dir/NN/ and return its metrics.
+
+    The executed copy is saved as run_dir/<name>.ipynb. Parameters passed: PROFILE, OUTPUT_DIR (the
+    notebook's own folder, so notebook 04 can find 03's outputs at RUN03_DIR), RUN_DIR.
+    """
+    import papermill as pm
+
+    number = notebook.name[:2]
+    out_dir = (run_dir / number).resolve()
+    params = {"PROFILE": profile, "OUTPUT_DIR": str(out_dir)}
+    if number == "04":
+        params.update(RUN02_DIR=str((run_dir / "02").resolve()), RUN03_DIR=str((run_dir / "03").resolve()))
+    params.update(parameters or {})
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    executed = run_dir / notebook.name
+    try:
+        pm.execute_notebook(str(notebook), str(executed), parameters=params, kernel_name="python3",
+                            execution_timeout=timeout, progress_bar=progress, cwd=str(notebook.parent))
+    except Exception as exc:  # papermill raises PapermillExecutionError, timeouts raise others
+        raise NotebookFailed(f"{notebook.name} failed at {_failed_cell(executed)}\n"
+                             f"  executed copy: {executed}\n  ({type(exc).__name__}: {str(exc).strip()[-300:]})") from exc
+    return read_metrics(out_dir) if (out_dir / "metrics.json").exists() else {}
+
+
+def _fmt(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def summary_lines(results: dict) -> list[str]:
+    """Rows `NN  key  value` for the summary keys each notebook reported."""
+    lines = []
+    for number, (metrics, seconds) in results.items():
+        lines.append(f"{number}  {'wall seconds':34s} {seconds:.0f}")
+        for key in SUMMARY_KEYS.get(number, []):
+            if key in metrics:
+                lines.append(f"{number}  {key:34s} {_fmt(metrics[key])}")
+    return lines
+
+
+def run_course(run_dir="runs", profile: str = "cpu", only=None, timeout: int = 3600) -> dict:
+    """Execute the notebooks in order, stop at the first failure, print and save a summary."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    notebooks = find_notebooks(only)
+    results = {}
+    for i, nb in enumerate(notebooks, 1):
+        print(f"[{i}/{len(notebooks)}] {nb.name}  (profile {profile}, timeout {timeout}s per cell)", flush=True)
+        start = time.perf_counter()
+        metrics = run_notebook(nb, run_dir, profile, timeout)
+        results[nb.name[:2]] = (metrics, time.perf_counter() - start)
+    lines = summary_lines(results)
+    print("\nSummary (from each notebook's metrics.json)\n" + "\n".join(lines))
+    write_json_atomic(run_dir / "summary.json",
+                      {n: {"wall_seconds": s, "metrics": m} for n, (m, s) in results.items()})
+    (run_dir / "summary.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return results

@@ -1,0 +1,25 @@
+"""Committed notebooks are clean: no outputs, exactly one `parameters` cell, PROFILE and OUTPUT_DIR in it."""
+import json
+
+import pytest
+
+from lorakit_nb.runner import find_notebooks
+
+NOTEBOOKS = find_notebooks()
+
+
+def test_there_are_notebooks():
+    assert [nb.name[:2] for nb in NOTEBOOKS][:1] == ["01"]
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=[nb.name for nb in NOTEBOOKS])
+def test_notebook_is_clean(notebook):
+    nb = json.loads(notebook.read_text(encoding="utf-8"))
+    code = [c for c in nb["cells"] if c["cell_type"] == "code"]
+    assert all(not c.get("outputs") and c.get("execution_count") is None for c in code), \
+        f"{notebook.name} has outputs: strip them (nbstripout {notebook})"
+    params = [c for c in nb["cells"] if "parameters" in c.get("metadata", {}).get("tags", [])]
+    assert len(params) == 1, f"{notebook.name}: {len(params)} cells tagged 'parameters', need exactly 1"
+    source = "".join(params[0]["source"])
+    assert "PROFILE" in source and "OUTPUT_DIR" in source
+    assert nb["metadata"]["kernelspec"]["name"] == "python3"

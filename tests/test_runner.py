@@ -1,0 +1,56 @@
+"""The course runner and CLI: notebook selection, failure reports that name the cell, summary table."""
+import json
+
+import nbformat
+import pytest
+
+from lorakit_nb.cli import main
+from lorakit_nb.errors import LorakitError
+from lorakit_nb.runner import NotebookFailed, find_notebooks, run_notebook, summary_lines
+
+
+def _write_nb(path, *sources, tag_first=True):
+    cells = [nbformat.v4.new_code_cell(s) for s in sources]
+    if tag_first:
+        cells[0].metadata["tags"] = ["parameters"]
+    nb = nbformat.v4.new_notebook(cells=cells)
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, path)
+
+
+def test_find_notebooks_order_and_filter(tmp_path):
+    for name in ("02_b.ipynb", "01_a.ipynb", "notes.ipynb"):
+        (tmp_path / name).write_text("{}")
+    assert [p.name for p in find_notebooks(notebook_dir=tmp_path)] == ["01_a.ipynb", "02_b.ipynb"]
+    assert [p.name for p in find_notebooks("2", notebook_dir=tmp_path)] == ["02_b.ipynb"]
+    with pytest.raises(LorakitError, match="07"):
+        find_notebooks("07", notebook_dir=tmp_path)
+
+
+def test_failure_names_notebook_and_cell(tmp_path):
+    nb = tmp_path / "09_broken.ipynb"
+    _write_nb(nb, 'PROFILE = "auto"\nOUTPUT_DIR = "x"', "x = 1", "raise ValueError('bad row 3')")
+    with pytest.raises(NotebookFailed) as err:
+        run_notebook(nb, tmp_path / "runs", timeout=120, progress=False)
+    msg = str(err.value)
+    assert "09_broken.ipynb" in msg and "cell" in msg and "bad row 3" in msg
+
+
+def test_parameters_reach_the_notebook_and_metrics_come_back(tmp_path):
+    nb = tmp_path / "05_ok.ipynb"
+    _write_nb(nb, 'PROFILE = "auto"\nOUTPUT_DIR = "x"',
+              "from lorakit_nb.env import write_metrics\nwrite_metrics(OUTPUT_DIR, {'profile': PROFILE, 'v': 2.5})")
+    metrics = run_notebook(nb, tmp_path / "runs", profile="cpu", timeout=120, progress=False)
+    assert metrics == {"profile": "cpu", "v": 2.5}
+    assert json.loads((tmp_path / "runs" / "05" / "metrics.json").read_text())["v"] == 2.5
+
+
+def test_summary_lines_pick_known_keys():
+    lines = summary_lines({"03": ({"cer_zero_shot": 0.712345, "other": 1}, 12.3)})
+    assert lines[0].startswith("03  wall seconds") and "0.7123" in lines[1] and len(lines) == 2
+
+
+def test_cli_reports_errors_in_one_line(capsys):
+    assert main(["run", "--only", "99"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("lorakit run:") and "99" in err
