@@ -23,3 +23,18 @@ def test_notebook_is_clean(notebook):
     source = "".join(params[0]["source"])
     assert "PROFILE" in source and "OUTPUT_DIR" in source
     assert nb["metadata"]["kernelspec"]["name"] == "python3"
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=[nb.name for nb in NOTEBOOKS])
+def test_papermill_understands_every_parameter(notebook):
+    """papermill can only override names it can parse: one UPPER_CASE name per line, no tuples."""
+    import re
+
+    import papermill as pm
+
+    nb = json.loads(notebook.read_text(encoding="utf-8"))
+    cell = next(c for c in nb["cells"] if "parameters" in c.get("metadata", {}).get("tags", []))
+    assigned = re.findall(r"^([A-Za-z_]\w*)\s*(?::[^=]+)?=", "".join(cell["source"]), flags=re.M)
+    inferred = pm.inspect_notebook(str(notebook))
+    assert sorted(inferred) == sorted(assigned), "write one `NAME = value  # comment` per line"
+    assert all(name.isupper() for name in inferred), "parameters are UPPER_CASE"
