@@ -28,3 +28,7 @@ class DataError(LorakitError, ValueError):
 
 class ScoringError(LorakitError, ValueError):
     """References and hypotheses cannot be scored (unpaired, empty, not text)."""
+
+
+class ExportError(LorakitError, ValueError):
+    """An adapter cannot be merged or exported as asked (wrong base model, missing files, bad format)."""
