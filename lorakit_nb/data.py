@@ -125,7 +125,7 @@ def _read(path, columns: Sequence[str]) -> tuple[list[dict], list[int]]:
 
 
 def _field(pair, col: str):
-    """A pair may be a dict or an object with attributes (as `text_lora.pair_text` accepts)."""
+    """A pair may be a dict or an object with attributes (a dataclass row, for example)."""
     return pair.get(col) if isinstance(pair, Mapping) else getattr(pair, col, None)
 
 

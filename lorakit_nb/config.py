@@ -1,0 +1,275 @@
+"""YAML training configs for text LoRA, in the style of lora-scripts: one file says what to train.
+
+Covers: reading a YAML file into a validated `TrainConfig`, accepting the lora-scripts keys as written
+(`base_model`, `train_data_dir`, `metadata_path`, `task_type`, `lora_rank`, `batch_size`, `epochs`,
+`learning_rate`, `max_seq_length`, `output_dir`, `save_steps`, `dropout`) plus the keys this kit adds;
+unknown or mistyped keys raise a `ConfigError` naming the key, its line and the nearest valid key;
+`learning_rate: 1e-4` works although PyYAML reads it as the STRING "1e-4" (YAML 1.1 floats need a dot);
+checking that the model and the data files exist BEFORE any training starts.
+
+Paths in a config file (data files, `output_dir`, a local `base_model`) are resolved relative to the
+FOLDER OF THE CONFIG FILE, not the current directory, so a config works from anywhere. Overrides passed
+in Python (`load_config(path, output_dir="runs/02")`) are taken relative to the current directory.
+
+Does not: load models or data (see `models.py`, `data.py`) or train (see `text_lora.py`).
+
+Example:
+    >>> cfg = load_config("data/configs/wu_dialect_lora.yaml")       # doctest: +SKIP
+    >>> cfg.learning_rate, cfg.target_modules                          # doctest: +SKIP
+    (0.0005, ['q_proj', 'k_proj', 'v_proj', 'o_proj'])
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from lorakit_nb.errors import ConfigError
+
+PROMPT_TEMPLATES = {
+    "mandarin": "Translate Wu dialect to Mandarin: {wu}\nMandarin:",
+    "english": "Translate Wu dialect to English: {wu}\nEnglish:",
+}
+TASK_TYPES = {"text-generation": "CAUSAL_LM", "causal_lm": "CAUSAL_LM", "causal-lm": "CAUSAL_LM"}
+QUANTIZATION = ("none", "8bit", "4bit")
+# Spellings people write for the same key (lora-scripts and peft names) -> the field name here.
+ALIASES = {"lora_dropout": "dropout", "num_train_epochs": "epochs", "lr": "learning_rate", "rank": "lora_rank",
+           "r": "lora_rank", "per_device_train_batch_size": "batch_size", "model_name_or_path": "base_model",
+           "dev_data_path": "eval_data_path"}
+PATH_KEYS = ("train_data_dir", "metadata_path", "eval_data_path", "test_data_path", "output_dir")
+
+
+@dataclass
+class TrainConfig:
+    """Everything one text-LoRA run needs. Field names are the YAML keys."""
+
+    base_model: str = "gemma-3-270m"       # offline name, hub id ("Qwen/Qwen2.5-0.5B-Instruct") or local folder
+    train_data_dir: str | None = None      # folder with train.csv and dev.csv (columns wu,mandarin,english)
+    metadata_path: str | None = None       # an explicit training CSV (overrides train_data_dir/train.csv)
+    eval_data_path: str | None = None      # dev CSV for eval loss / early stopping (default: <dir>/dev.csv)
+    test_data_path: str | None = None      # optional test CSV (default: <dir>/test.csv when present)
+    task_type: str = "text-generation"     # lora-scripts name; peft's CAUSAL_LM
+    target: str = "mandarin"               # which column the model learns to write: mandarin | english
+    prompt_template: str | None = None     # must contain {wu}; default chosen from `target`
+    lora_rank: int = 8
+    lora_alpha: float = 16.0
+    dropout: float = 0.05
+    target_modules: list = field(default_factory=lambda: ["q_proj", "v_proj"])
+    quantization: str = "none"             # none | 8bit | 4bit (bitsandbytes; 4bit = QLoRA NF4)
+    batch_size: int = 8
+    gradient_accumulation_steps: int = 1
+    epochs: float = 3.0
+    max_steps: int = -1                    # > 0 stops after that many optimizer steps (quick runs)
+    learning_rate: float = 1e-4
+    lr_scheduler_type: str = "linear"
+    warmup_ratio: float = 0.0
+    weight_decay: float = 0.0
+    max_seq_length: int = 256
+    output_dir: str = "output/wu_lora"
+    save_steps: int = 50
+    save_total_limit: int = 2
+    logging_steps: int = 5
+    early_stopping_patience: int = 2       # evaluations without dev-loss improvement before stopping; 0 = off
+    seed: int = 42
+    response_only_logits: bool = True      # apply the 262k-vocab head only where the loss needs it
+    dtype: str = "float32"                 # weights: float32 | bfloat16 (fast on AVX-512 CPUs) | float16 (GPU)
+    num_threads: int = 0                   # CPU threads for torch; 0 = leave torch's default
+    adapter_name: str = "default"
+    max_train_examples: int = 0            # > 0 keeps only the first N training pairs (smoke tests)
+    source: str | None = field(default=None, repr=False)  # the YAML file this came from, for messages
+
+    @property
+    def peft_task_type(self) -> str:
+        return TASK_TYPES[self.task_type.lower()]
+
+    @property
+    def template(self) -> str:
+        return self.prompt_template or PROMPT_TEMPLATES[self.target]
+
+    def to_dict(self) -> dict:
+        return {k: v for k, v in dataclasses.asdict(self).items() if k != "source"}
+
+
+_FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig) if f.name != "source"}
+_INT = {"lora_rank", "batch_size", "gradient_accumulation_steps", "max_steps", "max_seq_length", "save_steps",
+        "save_total_limit", "logging_steps", "early_stopping_patience", "seed", "max_train_examples", "num_threads"}
+_FLOAT = {"lora_alpha", "dropout", "epochs", "learning_rate", "warmup_ratio", "weight_decay"}
+
+
+def _where(source, lines, key) -> str:
+    line = lines.get(key)
+    return f"{source or '<config>'}" + (f", line {line}" if line else "")
+
+
+def _coerce(key, value, where):
+    """Turn a YAML value into the field's type. Example: ("learning_rate", "1e-4") -> 0.0001."""
+    if key in _INT:
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            raise ConfigError(f"{where}: `{key}` must be a whole number, got {value!r}.")
+        try:
+            number = float(value)
+        except ValueError:
+            raise ConfigError(f"{where}: `{key}` must be a whole number, got {value!r}.") from None
+        if number != int(number):
+            raise ConfigError(f"{where}: `{key}` must be a whole number, got {value!r}.")
+        return int(number)
+    if key in _FLOAT:
+        # PyYAML follows YAML 1.1: `1e-4` (no dot) is a string, `1.0e-4` a float. Accept both.
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            raise ConfigError(f"{where}: `{key}` must be a number, got {value!r}.")
+        try:
+            return float(value)
+        except ValueError:
+            raise ConfigError(f"{where}: `{key}` must be a number like 1e-4, got {value!r}.") from None
+    if key == "target_modules":
+        if isinstance(value, str):
+            value = [m.strip() for m in value.split(",") if m.strip()]
+        if not isinstance(value, list) or not value or not all(isinstance(m, str) for m in value):
+            raise ConfigError(f"{where}: `target_modules` must be a list of layer names like [q_proj, v_proj].")
+        return value
+    if key == "response_only_logits":
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: `{key}` must be true or false, got {value!r}.")
+        return value
+    if value is not None and not isinstance(value, str):
+        value = str(value)
+    return value
+
+
+def config_from_dict(raw: dict, base_dir=None, source=None, lines=None, check_files=True) -> TrainConfig:
+    """Validate a plain dict (as read from YAML) into a `TrainConfig`.
+
+    Relative paths are joined to `base_dir` (the config file's folder; the current directory if None).
+    Example: config_from_dict({"base_model": "tiny-gemma", "lora_rnak": 8}) raises
+    ConfigError("<config>: unknown key `lora_rnak` - did you mean `lora_rank`? ...").
+    """
+    lines = lines or {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source or '<config>'}: a config must be a YAML mapping of `key: value` lines.")
+    values = {}
+    for key, value in raw.items():
+        where = _where(source, lines, key)
+        name = ALIASES.get(key, key)
+        if name not in _FIELDS:
+            valid = sorted(set(_FIELDS) | set(ALIASES))
+            near = difflib.get_close_matches(str(key), valid, n=1, cutoff=0.5)
+            hint = f" - did you mean `{near[0]}`?" if near else ""
+            raise ConfigError(f"{where}: unknown key `{key}`{hint} Valid keys: {', '.join(sorted(_FIELDS))}.")
+        if name in values:
+            raise ConfigError(f"{where}: `{key}` sets `{name}` a second time; keep one of them.")
+        values[name] = _coerce(name, value, where)
+    base = Path(base_dir) if base_dir is not None else Path.cwd()
+    for key in PATH_KEYS:
+        if values.get(key):
+            values[key] = str((base / Path(values[key]).expanduser()).resolve())
+    model = values.get("base_model")
+    if model and (_looks_like_path(model) or (base / model).exists()):  # a local folder or file, not a name
+        values["base_model"] = str((base / Path(model).expanduser()).resolve())
+    cfg = TrainConfig(**values, source=str(source) if source else None)
+    _check_values(cfg, lines)
+    if check_files:
+        check_inputs(cfg, lines)
+    return cfg
+
+
+def _looks_like_path(name: str) -> bool:
+    # "./models/x", "/abs/x", "~/x", "x.gguf" are files; "gemma-3-270m" and "Qwen/Qwen2.5-0.5B" are names/ids
+    return name.startswith((".", "/", "~")) or name.endswith((".bin", ".gguf", ".safetensors", ".pt"))
+
+
+def _check_values(cfg: TrainConfig, lines) -> None:
+    def fail(key, msg):
+        raise ConfigError(f"{_where(cfg.source, lines, key)}: {msg}")
+
+    if cfg.task_type.lower() not in TASK_TYPES:
+        fail("task_type", f"task_type {cfg.task_type!r} is not supported here; use \"text-generation\".")
+    if cfg.target not in PROMPT_TEMPLATES:
+        fail("target", f"target must be one of {sorted(PROMPT_TEMPLATES)}, got {cfg.target!r}.")
+    if cfg.quantization.lower() not in QUANTIZATION:
+        fail("quantization", f"quantization must be one of {QUANTIZATION}, got {cfg.quantization!r}.")
+    cfg.quantization = cfg.quantization.lower()
+    if cfg.dtype not in ("float32", "bfloat16", "float16"):
+        fail("dtype", f"dtype must be float32, bfloat16 or float16, got {cfg.dtype!r}.")
+    if cfg.prompt_template is not None and "{wu}" not in cfg.prompt_template:
+        fail("prompt_template", "prompt_template must contain {wu} where the Wu sentence goes.")
+    for key in ("lora_rank", "batch_size", "max_seq_length", "save_steps", "gradient_accumulation_steps"):
+        if getattr(cfg, key) < 1:
+            fail(key, f"`{key}` must be at least 1, got {getattr(cfg, key)}.")
+    if not 0 < cfg.learning_rate < 1:
+        fail("learning_rate", f"learning_rate {cfg.learning_rate} is outside (0, 1); LoRA uses ~1e-4 .. 1e-3.")
+    if not 0 <= cfg.dropout < 1:
+        fail("dropout", f"dropout must be in [0, 1), got {cfg.dropout}.")
+    if cfg.epochs <= 0 and cfg.max_steps <= 0:
+        fail("epochs", "set epochs > 0 (or max_steps > 0).")
+    if not (cfg.train_data_dir or cfg.metadata_path):
+        raise ConfigError(f"{cfg.source or '<config>'}: say where the data is: `train_data_dir: <folder with "
+                          "train.csv, dev.csv>` or `metadata_path: <train.csv>`.")
+
+
+def data_files(cfg: TrainConfig) -> dict:
+    """The CSV paths a run reads: {"train": ..., "dev": ..., "test": ... or None}."""
+    folder = Path(cfg.train_data_dir) if cfg.train_data_dir else None
+    train = Path(cfg.metadata_path) if cfg.metadata_path else folder / "train.csv"
+    dev = Path(cfg.eval_data_path) if cfg.eval_data_path else (folder or train.parent) / "dev.csv"
+    test = Path(cfg.test_data_path) if cfg.test_data_path else (folder or train.parent) / "test.csv"
+    return {"train": train, "dev": dev, "test": test if (cfg.test_data_path or test.exists()) else None}
+
+
+def check_inputs(cfg: TrainConfig, lines=None) -> None:
+    """Fail fast, before any model is loaded, when a data file or the base model cannot be found."""
+    lines = lines or {}
+    where = cfg.source or "<config>"
+    if cfg.train_data_dir and not Path(cfg.train_data_dir).is_dir():
+        raise ConfigError(f"{_where(where, lines, 'train_data_dir')}: train_data_dir {cfg.train_data_dir} is not "
+                          "a folder. Paths are relative to the config file's folder.")
+    for split, path in data_files(cfg).items():
+        key = {"train": "metadata_path", "dev": "eval_data_path", "test": "test_data_path"}[split]
+        if path is not None and not path.is_file():
+            raise ConfigError(f"{_where(where, lines, key if key in lines else 'train_data_dir')}: {split} file "
+                              f"{path} not found. Paths are relative to the config file's folder; set `{key}` "
+                              "to point at it.")
+    model = cfg.base_model
+    if model.endswith(".bin") and "ggml" in Path(model).name:
+        raise ConfigError(f"{_where(where, lines, 'base_model')}: {model} is a GGML v3 file; transformers "
+                          "cannot load it. Use a transformers folder, a .gguf file, an offline name such as "
+                          "gemma-3-270m, or a hub id.")
+    from lorakit_nb.models import ModelNotFoundError, resolve_model
+
+    try:  # build=False: report a missing model now, convert an installed offline pack later, at load time
+        resolve_model(model, build=False, quiet=True)
+    except ModelNotFoundError as err:
+        raise ConfigError(f"{_where(where, lines, 'base_model')}: base_model {model!r} cannot be found: {err} "
+                          "(local paths are relative to the config file's folder)") from None
+
+
+def load_config(path, check_files=True, **overrides) -> TrainConfig:
+    """Read and validate a YAML config; `overrides` replace keys (paths relative to the current folder).
+
+    Example: load_config("data/configs/wu_dialect_lora.yaml", output_dir="runs/02/adapter", epochs=1)
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} not found (current folder: {Path.cwd()}).")
+    try:
+        text = path.read_text(encoding="utf-8")
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        raw = yaml.safe_load(text) or {}
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 ({e}); save the file as UTF-8.") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    # line of each top-level key, so messages can say "line 7"
+    lines = {k.value: k.start_mark.line + 1 for k, _ in getattr(node, "value", []) if hasattr(k, "value")}
+    for key, value in overrides.items():
+        if key in PATH_KEYS and value is not None:
+            overrides[key] = str(Path(value).expanduser().resolve())
+    cfg = config_from_dict(raw, base_dir=path.parent, source=str(path), lines=lines, check_files=False)
+    if overrides:
+        cfg = config_from_dict({**cfg.to_dict(), **overrides}, base_dir=Path.cwd(), source=str(path), lines=lines,
+                               check_files=False)
+    if check_files:
+        check_inputs(cfg, lines)
+    return cfg

@@ -1,0 +1,59 @@
+"""A Trainer callback that draws the train and dev loss curves, live in Jupyter.
+
+Covers: `LossPlotCallback`, which collects every logged train loss and eval loss; inside a Jupyter
+kernel it redraws one figure in place as numbers arrive (papermill stores the last drawing); in a
+script or in CI it only collects, and `plot()` draws on demand.
+Does not: log anywhere else (TensorBoard, W&B) or decide when to stop training.
+"""
+from __future__ import annotations
+
+from transformers import TrainerCallback
+
+
+class LossPlotCallback(TrainerCallback):
+    """Collects train/dev losses; in Jupyter redraws one figure in place as they arrive.
+
+    Outside a notebook (scripts, CI) it only collects: `plot()` draws the final figure on demand.
+    """
+
+    def __init__(self, live: bool = True):
+        self.train, self.dev, self._handle, self.live = [], [], None, live
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        logs = logs or {}
+        if "loss" in logs:
+            self.train.append((state.global_step, float(logs["loss"])))
+        if "eval_loss" in logs:
+            self.dev.append((state.global_step, float(logs["eval_loss"])))
+        if self.live and ("loss" in logs or "eval_loss" in logs):
+            self._redraw()
+
+    def plot(self, ax=None):
+        import matplotlib.pyplot as plt
+
+        fig = None
+        if ax is None:
+            fig, ax = plt.subplots(figsize=(6, 3.2))
+        if self.train:
+            ax.plot(*zip(*self.train), "o-", ms=3, label="train loss")
+        if self.dev:
+            ax.plot(*zip(*self.dev), "s--", label="dev loss (each evaluation)")
+        ax.set_xlabel("optimizer step"), ax.set_ylabel("cross-entropy (response tokens)"), ax.legend()
+        return fig or ax.figure
+
+    def _redraw(self):
+        try:
+            from IPython import get_ipython
+            from IPython.display import display
+        except ImportError:
+            return
+        if get_ipython() is None or "IPKernelApp" not in get_ipython().config:
+            return  # not in a Jupyter kernel: nothing to redraw
+        import matplotlib.pyplot as plt
+
+        fig = self.plot()
+        if self._handle is None:
+            self._handle = display(fig, display_id=True)
+        else:
+            self._handle.update(fig)
+        plt.close(fig)

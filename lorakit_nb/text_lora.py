@@ -1,0 +1,256 @@
+"""Config-driven LoRA training of a causal LM on Wu-dialect sentence pairs (HF Trainer + peft).
+
+Covers: turning a pair into prompt + response tokens with the loss on the response only (labels -100
+on the prompt and on padding); a padding collator; the response-only-logits loss, which applies the
+vocabulary head (262k rows for Gemma 3) only at the positions the loss reads; `train_from_config`
+(the function behind `lorakit train --config ...` and notebook 02); continuing training from a saved
+adapter; a second adapter trained on the same in-memory base.
+Does not: generate or score text (see `text_eval.py`), parse YAML (`config.py`) or find model
+weights (`models.py`).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from transformers import (
+    EarlyStoppingCallback,
+    Trainer,
+    TrainingArguments,
+    set_seed,
+)
+
+from lorakit_nb.adapters import FlatAdapterCheckpoints, save_adapter
+from lorakit_nb.config import (
+    TrainConfig,
+    check_inputs,
+    config_from_dict,
+    data_files,
+    load_config,
+)
+from lorakit_nb.data import load_pairs, make_examples
+from lorakit_nb.live_plot import LossPlotCallback
+from lorakit_nb.text_eval import evaluate_adapter  # noqa: F401  (re-exported: `lorakit evaluate`)
+
+IGNORE = -100  # label value PyTorch's cross_entropy skips
+
+
+def encode_pair(tokenizer, prompt: str, response: str, max_len: int) -> dict:
+    """Token ids of prompt + " " + response + EOS, with labels only on the response part.
+
+    Prompt and response are tokenized separately and concatenated, so the boundary is exact.
+    Example (ids made up): prompt -> [2, 71, 72], response " 你好" -> [90, 91] + eos 1
+        input_ids [2, 71, 72, 90, 91, 1]; labels [-100, -100, -100, 90, 91, 1]
+    Too long pairs lose response tokens from the end (the prompt is kept whole).
+    """
+    p = tokenizer(prompt, add_special_tokens=True)["input_ids"]
+    r = tokenizer(" " + response.strip(), add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    r = r[: max(1, max_len - len(p))]
+    return {"input_ids": p + r, "labels": [IGNORE] * len(p) + r}
+
+
+def encode_pairs(tokenizer, pairs, template: str, target: str, max_len: int) -> list[dict]:
+    """Encode each pair: `template` filled from the pair is the prompt, its `target` column the response."""
+    return [encode_pair(tokenizer, ex["prompt"], ex["response"], max_len)
+            for ex in make_examples(pairs, template, target)]
+
+
+class PadCollator:
+    """Right-pad a list of encoded pairs into tensors; padding gets attention 0 and label -100."""
+
+    def __init__(self, pad_token_id: int):
+        self.pad = pad_token_id
+
+    def __call__(self, features: list[dict]) -> dict:
+        width = max(len(f["input_ids"]) for f in features)
+        ids = torch.full((len(features), width), self.pad, dtype=torch.long)  # (batch, seq)
+        labels = torch.full_like(ids, IGNORE)
+        mask = torch.zeros_like(ids)
+        for i, f in enumerate(features):
+            n = len(f["input_ids"])
+            ids[i, :n] = torch.tensor(f["input_ids"])
+            labels[i, :n] = torch.tensor(f["labels"])
+            mask[i, :n] = 1
+        return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+
+def response_only_loss(model, input_ids, attention_mask, labels, **_) -> torch.Tensor:
+    """Mean next-token cross-entropy over response tokens, computing logits ONLY where labels != -100.
+
+    The naive loss builds logits for every position: (batch, seq, 262144) floats for Gemma 3, most of
+    them thrown away on prompt and padding. Here the body runs as usual, then the positions whose NEXT
+    token is a label are gathered and only those go through the head. Same number, less work.
+    """
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # unwrap peft, LoRA stays
+    hidden = base.get_decoder()(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # (B, T, H)
+    targets = labels[:, 1:]                                   # (B, T-1): token t+1 is predicted at t
+    keep = targets != IGNORE                                  # (B, T-1)
+    logits = base.get_output_embeddings()(hidden[:, :-1][keep])  # (N, V), N = response tokens in batch
+    cap = getattr(base.config, "final_logit_softcapping", None)
+    if cap:  # Gemma-style soft cap, exactly as the model's own forward applies it
+        logits = torch.tanh(logits / cap) * cap
+    return F.cross_entropy(logits.float(), targets[keep])
+
+
+def full_logits_loss(model, input_ids, attention_mask, labels, **_) -> torch.Tensor:
+    """The model's own loss (logits at every position) - the reference the fast loss must equal."""
+    return model(input_ids=input_ids, attention_mask=attention_mask, labels=labels).loss
+
+
+class ResponseOnlyTrainer(Trainer):
+    """`Trainer` whose loss is `response_only_loss`: a per-batch mean, so GA scaling is left to Trainer."""
+
+    loss_is_scaled_for_ga = False
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        loss = response_only_loss(model, **inputs)
+        return (loss, {"loss": loss}) if return_outputs else loss
+
+
+@dataclasses.dataclass
+class TrainResult:
+    """What `train_from_config` hands back: the trained model and the numbers a learner reads."""
+
+    model: object
+    tokenizer: object
+    config: TrainConfig
+    adapter_dir: str
+    adapter_bytes: int
+    train_seconds: float
+    steps: int
+    epochs: float
+    train_losses: list
+    eval_losses: list
+    train_tokens: int
+    best_checkpoint: str | None
+
+    @property
+    def train_loss_first(self) -> float:
+        return self.train_losses[0][1]
+
+    @property
+    def train_loss_last(self) -> float:
+        return self.train_losses[-1][1]
+
+    @property
+    def eval_loss_best(self) -> float:
+        return min(l for _, l in self.eval_losses) if self.eval_losses else float("nan")
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.train_tokens / self.train_seconds
+
+    @property
+    def seconds_per_epoch(self) -> float:
+        return self.train_seconds / max(self.epochs, 1e-9)
+
+
+def load_base_model(cfg: TrainConfig):
+    """(model, tokenizer) for `cfg.base_model`, quantized with bitsandbytes when `cfg.quantization` asks."""
+    from lorakit_nb.models import load_causal_lm
+
+    kwargs = {"dtype": getattr(torch, cfg.dtype)}
+    if cfg.quantization != "none":
+        from transformers import BitsAndBytesConfig
+
+        kwargs["quantization_config"] = (BitsAndBytesConfig(load_in_8bit=True) if cfg.quantization == "8bit" else
+                                         BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
+                                                            bnb_4bit_use_double_quant=True,
+                                                            bnb_4bit_compute_dtype=kwargs["dtype"]))
+    return load_causal_lm(cfg.base_model, **kwargs)
+
+
+def attach_lora(model, cfg: TrainConfig):
+    """Wrap a base model with a fresh LoRA adapter named `cfg.adapter_name`; a PeftModel gets a new one.
+
+    Adding to an existing PeftModel keeps the other adapters in memory, sharing one copy of the base.
+    """
+    from peft import (
+        LoraConfig,
+        PeftModel,
+        get_peft_model,
+        prepare_model_for_kbit_training,
+    )
+
+    lora = LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.dropout,
+                      target_modules=list(cfg.target_modules), task_type=cfg.peft_task_type)
+    if isinstance(model, PeftModel):
+        model.add_adapter(cfg.adapter_name, lora)
+        model.set_adapter(cfg.adapter_name)  # peft makes only the active adapter trainable
+        return model
+    if cfg.quantization != "none":
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    return get_peft_model(model, lora, adapter_name=cfg.adapter_name)
+
+
+def _training_args(cfg: TrainConfig, n_train: int, on_gpu: bool) -> TrainingArguments:
+    steps_per_epoch = math.ceil(n_train / (cfg.batch_size * cfg.gradient_accumulation_steps))
+    # Dev loss is computed at every checkpoint so the best one can be picked: every save_steps, or at
+    # each epoch's end when an epoch is shorter than save_steps (so there is at least one per epoch).
+    every = min(cfg.save_steps, steps_per_epoch)
+    return TrainingArguments(
+        output_dir=cfg.output_dir, per_device_train_batch_size=cfg.batch_size,
+        per_device_eval_batch_size=cfg.batch_size, gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+        num_train_epochs=cfg.epochs, max_steps=cfg.max_steps, learning_rate=cfg.learning_rate,
+        lr_scheduler_type=cfg.lr_scheduler_type, warmup_steps=cfg.warmup_ratio, weight_decay=cfg.weight_decay,
+        logging_steps=cfg.logging_steps, logging_first_step=True, eval_strategy="steps", eval_steps=every,
+        save_strategy="steps", save_steps=every, save_total_limit=cfg.save_total_limit,
+        load_best_model_at_end=True, metric_for_best_model="eval_loss", greater_is_better=False,
+        label_names=["labels"], remove_unused_columns=False, report_to="none", seed=cfg.seed,
+        dataloader_num_workers=0, use_cpu=not on_gpu, bf16=cfg.dtype == "bfloat16",
+        fp16=on_gpu and cfg.dtype == "float16")
+
+
+def train_from_config(config_or_path, *, callbacks=None, model=None, tokenizer=None, resume_adapter=None,
+                      **overrides) -> TrainResult:
+    """Train a LoRA adapter as the YAML config says; save it under `<output_dir>/adapter`.
+
+    `model`/`tokenizer` reuse an already loaded base (or a PeftModel, which gets one more adapter).
+    `resume_adapter` continues training a saved adapter (incremental training).
+    Example: train_from_config("data/configs/wu_dialect_lora.yaml", output_dir="runs/02/mandarin")
+    """
+    cfg = config_or_path if isinstance(config_or_path, TrainConfig) else load_config(config_or_path, **overrides)
+    if overrides and isinstance(config_or_path, TrainConfig):  # validated again; new paths relative to cwd
+        cfg = config_from_dict({**cfg.to_dict(), **overrides}, source=cfg.source, check_files=False)
+    check_inputs(cfg)  # missing model or data -> error now, before minutes of loading
+    files = data_files(cfg)
+    train_pairs, dev_pairs = load_pairs(files["train"]), load_pairs(files["dev"])
+    if cfg.max_train_examples > 0:
+        train_pairs = train_pairs[: cfg.max_train_examples]
+    set_seed(cfg.seed)
+    if cfg.num_threads > 0:  # process-wide: on a busy 2-core machine 1 thread beats 2 (no waiting at barriers)
+        torch.set_num_threads(cfg.num_threads)
+    if model is None:
+        model, tokenizer = load_base_model(cfg)
+    tokenizer.padding_side = "right"
+    if resume_adapter is not None:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, resume_adapter, adapter_name=cfg.adapter_name, is_trainable=True)
+    else:
+        model = attach_lora(model, cfg)
+    enc = lambda pairs: encode_pairs(tokenizer, pairs, cfg.template, cfg.target, cfg.max_seq_length)
+    train_set, dev_set = enc(train_pairs), enc(dev_pairs)
+    on_gpu = torch.cuda.is_available()
+    plot_cb = next((c for c in callbacks or [] if isinstance(c, LossPlotCallback)), None)
+    cbs = list(callbacks or []) + ([] if plot_cb else [plot_cb := LossPlotCallback(live=False)])
+    cbs.append(FlatAdapterCheckpoints(cfg.adapter_name))
+    if cfg.early_stopping_patience > 0:
+        cbs.append(EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience))
+    trainer_cls = ResponseOnlyTrainer if cfg.response_only_logits else Trainer
+    trainer = trainer_cls(model=model, args=_training_args(cfg, len(train_set), on_gpu), train_dataset=train_set,
+                          eval_dataset=dev_set, data_collator=PadCollator(tokenizer.pad_token_id), callbacks=cbs)
+    start = time.perf_counter()
+    trainer.train()
+    seconds = time.perf_counter() - start
+    adapter_dir, nbytes = save_adapter(model, cfg.adapter_name, Path(cfg.output_dir) / "adapter",
+                                     {**cfg.to_dict(), "prompt_template": cfg.template})
+    epochs = float(trainer.state.epoch or 0.0)
+    tokens = round(sum(len(x["input_ids"]) for x in train_set) * epochs)
+    model.eval()
+    return TrainResult(model, tokenizer, cfg, adapter_dir, nbytes, seconds, trainer.state.global_step, epochs,
+                       plot_cb.train, plot_cb.dev, tokens, trainer.state.best_model_checkpoint)

@@ -1,0 +1,126 @@
+"""Tests for lorakit_nb.config: the lora-scripts keys, typo hints, fail-fast file checks, YAML quirks."""
+from pathlib import Path
+
+import pytest
+import yaml
+
+from lorakit_nb.config import TrainConfig, config_from_dict, data_files, load_config
+from lorakit_nb.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = REPO / "data" / "configs"
+
+# The seed article's config, key for key (it printed them on one line; YAML needs one per line).
+SEED_YAML = """\
+train_data_dir: "./data/dialect_train"
+metadata_path: "./data/dialect_train/metadata.csv"
+base_model: "./models/llama-2-7b-chat.ggmlv3.q4_0.bin"
+task_type: "text-generation"
+lora_rank: 8
+batch_size: 2
+epochs: 20
+learning_rate: 1e-4
+max_seq_length: 256
+output_dir: "./output/wuyu_lora"
+save_steps: 50
+dropout: 0.1
+"""
+
+PAIRS = "wu,mandarin,english\n侬好,你好,Hello\n谢谢侬,谢谢你,Thank you\n"
+
+
+def _data_dir(root: Path) -> Path:
+    d = root / "wu"
+    d.mkdir()
+    for split in ("train", "dev"):
+        (d / f"{split}.csv").write_text(PAIRS, encoding="utf-8")
+    return d
+
+
+def test_seed_keys_accepted_as_written():
+    """Every key of the article's config is valid; values come through with the right types.
+
+    `learning_rate: 1e-4` is the YAML 1.1 trap: without a dot PyYAML returns the STRING "1e-4"
+    (checked below), and the loader must still produce the float 0.0001.
+    """
+    raw = yaml.safe_load(SEED_YAML)
+    assert raw["learning_rate"] == "1e-4"  # the trap is real
+    cfg = config_from_dict(raw, base_dir="/proj", check_files=False)
+    assert cfg.learning_rate == pytest.approx(1e-4) and isinstance(cfg.learning_rate, float)
+    assert (cfg.lora_rank, cfg.batch_size, cfg.epochs, cfg.max_seq_length, cfg.save_steps) == (8, 2, 20.0, 256, 50)
+    assert cfg.dropout == pytest.approx(0.1)
+    assert cfg.peft_task_type == "CAUSAL_LM"
+    # relative paths are joined to base_dir (the config file's folder), not the current directory
+    assert cfg.metadata_path == str(Path("/proj/data/dialect_train/metadata.csv").resolve())
+    assert cfg.output_dir == str(Path("/proj/output/wuyu_lora").resolve())
+
+
+def test_typo_names_key_line_and_nearest(tmp_path):
+    """`lora_rnak` on line 3 -> the message names the file, line 3, the key and `lora_rank`."""
+    path = tmp_path / "c.yaml"
+    path.write_text("base_model: tiny-gemma\ntrain_data_dir: wu\nlora_rnak: 8\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as err:
+        load_config(path, check_files=False)
+    msg = str(err.value)
+    assert "line 3" in msg and "`lora_rnak`" in msg and "did you mean `lora_rank`" in msg and str(path) in msg
+    with pytest.raises(ConfigError, match="did you mean `learning_rate`"):
+        config_from_dict({"base_model": "tiny-gemma", "train_data_dir": "x", "learning_rat": 1e-4},
+                         check_files=False)
+
+
+def test_bad_values_are_named():
+    """Wrong types and out-of-range values name the key; both `dropout` and its alias is ambiguous."""
+    base = {"base_model": "tiny-gemma", "train_data_dir": "x"}
+    for bad, key in (({"lora_rank": "eight"}, "lora_rank"), ({"learning_rate": "fast"}, "learning_rate"),
+                     ({"quantization": "3bit"}, "quantization"), ({"target": "cantonese"}, "target"),
+                     ({"prompt_template": "no placeholder"}, "prompt_template")):
+        with pytest.raises(ConfigError, match=key):
+            config_from_dict({**base, **bad}, check_files=False)
+    with pytest.raises(ConfigError, match="second time"):
+        config_from_dict({**base, "dropout": 0.1, "lora_dropout": 0.2}, check_files=False)
+
+
+def test_missing_files_fail_before_training(tmp_path, monkeypatch):
+    """A missing dev.csv or a missing local model raises ConfigError inside `train_from_config`
+    BEFORE any model is loaded (the loader is replaced by one that fails the test if called)."""
+    from lorakit_nb import text_lora
+
+    monkeypatch.setattr(text_lora, "load_base_model", lambda cfg: pytest.fail("model loaded before the check"))
+    d = _data_dir(tmp_path)
+    (d / "dev.csv").unlink()
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("base_model: tiny-gemma\ntrain_data_dir: wu\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="dev file .*dev.csv not found"):
+        text_lora.train_from_config(cfg)
+    (d / "dev.csv").write_text(PAIRS, encoding="utf-8")
+    cfg.write_text("base_model: ./models/missing_model\ntrain_data_dir: wu\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="line 1.*missing_model"):
+        text_lora.train_from_config(cfg)
+    cfg.write_text("base_model: ./models/llama-2-7b-chat.ggmlv3.q4_0.bin\ntrain_data_dir: wu\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="GGML"):
+        load_config(cfg)
+
+
+def test_paths_relative_to_config_folder(tmp_path, monkeypatch):
+    """Run from another folder: `train_data_dir: wu` still means <config folder>/wu."""
+    d = _data_dir(tmp_path)
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("base_model: tiny-gemma\ntrain_data_dir: wu\noutput_dir: out\n", encoding="utf-8")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    c = load_config(cfg)
+    assert data_files(c)["train"] == d / "train.csv" and data_files(c)["test"] is None
+    assert c.output_dir == str(tmp_path / "out")
+    # a Python override is relative to the current folder instead
+    assert load_config(cfg, output_dir="runs").output_dir == str(elsewhere / "runs")
+
+
+def test_shipped_configs_load():
+    """The three committed configs validate; their data folder is the committed Wu corpus."""
+    for name, target in (("wu_dialect_lora.yaml", "mandarin"), ("wu_to_english_lora.yaml", "english"),
+                         ("wu_dialect_lora_gpu.yaml", "mandarin")):
+        cfg = load_config(CONFIGS / name, check_files=False)
+        assert isinstance(cfg, TrainConfig) and cfg.target == target
+        assert all(p.is_file() for p in data_files(cfg).values() if p is not None)
+        assert "{wu}" in cfg.template
