@@ -1,0 +1,129 @@
+"""What one Whisper training step costs: seconds and peak memory, LoRA fp32 vs QLoRA NF4 vs full.
+
+Covers: ``measure_step`` -- a few optimizer steps of one setup at one audio window, in a fresh Python
+process so each setup's peak memory is its own -- and the peak-RSS helpers it uses. On a CUDA machine
+it reports ``torch.cuda.max_memory_allocated`` instead of the process RSS.
+Does NOT cover: estimates from parameter counts (``memory.py``), training to convergence
+(``asr_train.py``), host memory on a GPU run.
+
+Where the bytes go (whisper-base, 72.6 M parameters): fp32 weights ~290 MB; NF4 stores the Linear
+weights in ~0.5 byte each but keeps the 26.6 M-parameter token embedding (tied to the output head),
+the convolutions and the norms in fp32; activations grow with batch x window and do not shrink with
+QLoRA (each 4-bit matmul even adds a transient dequantized copy of its weight); full fine-tuning adds
+a gradient and two Adam moments per parameter (12 bytes each).
+"""
+from __future__ import annotations
+
+import json
+import re
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+
+def _peak_rss_reset() -> bool:
+    """Reset the kernel's peak-RSS counter (Linux >= 4.0: write 5 to clear_refs)."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def _peak_rss_bytes() -> int:
+    try:
+        return int(re.search(r"VmHWM:\s+(\d+) kB", Path("/proc/self/status").read_text()).group(1)) * 1024
+    except (OSError, AttributeError):  # not Linux: lifetime peak (includes loading)
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
+
+
+def _weight_bytes(model) -> int:
+    """Bytes actually held by parameters and buffers (a 4-bit weight: its packed uint8 storage)."""
+    return sum(t.numel() * t.element_size() for t in list(model.parameters()) + list(model.buffers()))
+
+
+def _measure_here(kind, seconds, model_name, manifest, batch_size, steps, r, checkpointing) -> dict:
+    from lorakit_nb.asr_lora import (
+        add_lora,
+        enable_checkpointing,
+        featurize,
+        load_asr_model,
+        trainable_params,
+    )
+    from lorakit_nb.asr_train import WhisperCollator
+    from lorakit_nb.speech import load_manifest, read_audio
+
+    torch.manual_seed(0)
+    cuda = torch.cuda.is_available()
+    model, processor = load_asr_model(model_name, quantize=kind == "qlora", audio_seconds=seconds)
+    if kind == "full":
+        if checkpointing:
+            enable_checkpointing(model)
+        model.requires_grad_(True)
+        model.get_encoder().embed_positions.requires_grad_(False)  # fixed sinusoids, never trained
+    else:
+        model = add_lora(model, r=r, checkpointing=checkpointing)
+    if cuda and kind != "qlora":
+        model.to("cuda")  # a 4-bit model is already placed on the GPU by from_pretrained
+    rows = load_manifest(manifest)[:batch_size]
+    feats = featurize(processor, [read_audio(row["audio"]) for row in rows], [row["text"] for row in rows])
+    device = model.get_encoder().conv1.weight.device
+    batch = {k: v.to(device) for k, v in WhisperCollator(processor, model.config.decoder_start_token_id)(feats).items()}
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
+    model.train()
+
+    def step():
+        loss = model(**batch).loss  # batch: input_features (b, 80, seconds*100), labels (b, tokens)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return float(loss)
+
+    step()  # warm-up: allocates Adam's moments and the allocator's pools
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    reset = cuda or _peak_rss_reset()
+    t0 = time.perf_counter()
+    losses = [step() for _ in range(steps)]
+    if cuda:
+        torch.cuda.synchronize()
+    dt = (time.perf_counter() - t0) / steps
+    peak = torch.cuda.max_memory_allocated() if cuda else _peak_rss_bytes()
+    return {"setup": {"lora": "LoRA fp32", "qlora": "QLoRA NF4", "full": "full fine-tune"}[kind], "kind": kind,
+            "audio_seconds": seconds, "frames": seconds * 100, "batch_size": batch_size,
+            "s_per_step": round(dt, 3), "peak_gb": round(peak / 1e9, 3),
+            "memory": "CUDA allocated" if cuda else "process RSS", "peak_is_training_only": reset,
+            "weights_mb": round(_weight_bytes(model) / 1e6, 1), "trainable_params": trainable_params(model)[0],
+            "loss": losses[-1]}
+
+
+def measure_step(kind: str, seconds: int = 5, *, model_name: str = "whisper-base",
+                 manifest="data/zh_speech/train.jsonl", batch_size: int = 4, steps: int = 2, r: int = 8,
+                 checkpointing: bool = True, timeout: int = 900) -> dict:
+    """Time `steps` optimizer steps of `kind` ("lora" | "qlora" | "full") at a `seconds` audio window.
+
+    Runs in a fresh Python process so each setup's peak memory is its own (a process's peak never
+    goes down). One warm-up step comes first (it allocates Adam's state); then the kernel's peak-RSS
+    counter is reset, so ``peak_gb`` is the steady training peak: weights + gradients + Adam states
+    + activations (with checkpointing) -- not the one-off peak of loading and quantizing.
+    Example: measure_step("qlora", 5) -> {"setup": "QLoRA NF4", "s_per_step": 1.5, "peak_gb": 1.7, ...}
+    """
+    if kind not in ("lora", "qlora", "full"):
+        raise ValueError(f"kind must be 'lora', 'qlora' or 'full', got {kind!r}")
+    args = {"kind": kind, "seconds": int(seconds), "model_name": model_name, "manifest": str(manifest),
+            "batch_size": batch_size, "steps": steps, "r": r, "checkpointing": checkpointing}
+    proc = subprocess.run([sys.executable, "-m", "lorakit_nb.asr_cost", json.dumps(args)], capture_output=True,
+                          text=True, timeout=timeout, check=False)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+    if proc.returncode != 0 or not lines:
+        raise RuntimeError(f"measure_step({kind!r}, {seconds}) failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
+    return json.loads(lines[-1][len("RESULT "):])
+
+
+if __name__ == "__main__":  # child process of measure_step
+    print("RESULT " + json.dumps(_measure_here(**json.loads(sys.argv[1]))), flush=True)

@@ -1,0 +1,184 @@
+"""Whisper evaluation: capped greedy transcription, CER, adapters on disk, clips to listen to.
+
+Covers:
+- ``transcribe``: batched ``generate()`` (greedy by default) with ``max_new_tokens`` capped from the
+  clip length, a progress bar, and the language/task prefix.
+- ``evaluate_cer``: transcribe + corpus CER through ``metrics.normalize_zh`` (Traditional->Simplified).
+- ``save_adapter`` / ``load_finetuned``: the LoRA adapter as safetensors plus what is needed to rebuild
+  the same model (processor, audio window, base name).
+- ``load_clips``: a manifest's audio arrays and transcripts; ``listen_widget``: hear a clip and read
+  reference / zero-shot / fine-tuned transcripts side by side.
+
+Does NOT cover: building or training the model (``asr_lora.py``, ``asr_train.py``), the CER
+arithmetic (``metrics.py``), the step time / memory measurements (``asr_cost.py``).
+
+Why capped greedy: with no cap, a confused model can repeat a phrase until the 448-token limit;
+beam search makes this worse on our synthetic audio (the looping hypothesis has the higher score).
+Why evaluate by ``generate()``: the arg-max of training logits is teacher-forced (every step sees the
+correct previous token), so it flatters the model; ``generate`` feeds back its own tokens, as in use.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from lorakit_nb.asr_lora import fast_4bit_inference, featurize
+
+META_FILE = "lorakit_asr.json"
+
+
+def max_new_tokens_for(seconds: float, base: int = 4, per_second: float = 6.0) -> int:
+    """Generation cap for a clip: a few tokens of slack plus `per_second` tokens per second of audio.
+
+    Mandarin speech runs ~4-5 characters/s and whisper's byte-level BPE spends ~1.2 tokens per
+    character, so 6 tokens/s covers normal speech while a loop is cut off quickly.
+    Example: max_new_tokens_for(3.2) -> 4 + ceil(19.2) = 24.
+    """
+    return int(base + math.ceil(per_second * seconds))
+
+
+def _input_dtype_device(model):
+    conv = model.get_encoder().conv1.weight  # never quantized: safe to read dtype/device from it
+    return conv.dtype, conv.device
+
+
+def transcribe(model, processor, audios, *, batch_size: int = 8, num_beams: int = 1, max_new_tokens=None,
+               per_second: float = 6.0, language: str = "zh", progress: bool = True, desc: str = "transcribe"):
+    """Transcribe 16 kHz mono float arrays; returns one string per clip, in input order.
+
+    Clips are sorted by length so a batch shares a similar cap (``max_new_tokens_for`` of its
+    longest clip, unless ``max_new_tokens`` is given). A 4-bit model uses bitsandbytes' packed CPU
+    kernel meanwhile (``fast_4bit_inference``); training mode and the trainable 4-bit layout are
+    restored afterwards, so it is safe inside a training callback.
+    Example: transcribe(model, processor, [read_audio("data/zh_speech/audio/test_000.flac")])
+    -> ["今天的项目会议主要讨论了三个议题"] (whatever the model hears).
+    """
+    from tqdm.auto import tqdm
+    from transformers.utils import logging as hf_logging
+
+    feats = featurize(processor, audios)
+    order = sorted(range(len(feats)), key=lambda i: feats[i]["seconds"])
+    dtype, device = _input_dtype_device(model)
+    was_training, hyps = model.training, [None] * len(feats)
+    model.eval()
+    verbosity = hf_logging.get_verbosity()
+    # generate() warns on every batch that max_new_tokens overrides max_length (intended here) and that
+    # no attention mask was given (Whisper's encoder takes none; the decoder prompt has no padding).
+    hf_logging.set_verbosity_error()
+    try:
+        with fast_4bit_inference(model), torch.inference_mode():
+            for start in tqdm(range(0, len(order), batch_size), desc=desc, disable=not progress):
+                idx = order[start:start + batch_size]
+                x = torch.as_tensor(np.stack([feats[i]["input_features"] for i in idx]), dtype=dtype, device=device)
+                cap = max_new_tokens or max_new_tokens_for(max(feats[i]["seconds"] for i in idx), per_second=per_second)
+                out = model.generate(input_features=x, language=language, task="transcribe", num_beams=num_beams,
+                                     do_sample=False, max_new_tokens=cap, use_cache=True)  # (batch, new_tokens)
+                for i, t in zip(idx, processor.tokenizer.batch_decode(out, skip_special_tokens=True)):
+                    hyps[i] = t.strip()
+    finally:
+        model.train(was_training)
+        hf_logging.set_verbosity(verbosity)
+    return hyps
+
+
+def evaluate_cer(model, processor, audios, references, **kwargs) -> dict:
+    """{"cer": corpus CER after normalize_zh, "hypotheses": [...]}. kwargs go to ``transcribe``.
+
+    Example: evaluate_cer(model, processor, audios, texts)["cer"] -> 0.69 (zero-shot whisper-base).
+    """
+    from lorakit_nb.metrics import cer
+
+    hyps = transcribe(model, processor, audios, **kwargs)
+    return {"cer": cer(list(references), hyps), "hypotheses": hyps}
+
+
+def save_adapter(model, processor, out_dir, **meta) -> int:
+    """Write the LoRA adapter (safetensors), the processor and a small JSON of how to rebuild it.
+
+    Written to a temporary folder next to `out_dir`, then renamed, so a crash never leaves half an
+    adapter. Returns the size in bytes of ``adapter_model.safetensors``.
+    Example: save_adapter(model, processor, "runs/03/adapter", base_model="whisper-base",
+    audio_seconds=5) -> 2,369,344 (r=16 on q,v of whisper-base: 4 x 589,824 bytes + a 10,048-byte header).
+    """
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}."))
+    try:
+        model.save_pretrained(tmp, safe_serialization=True)
+        processor.save_pretrained(tmp)
+        (tmp / META_FILE).write_text(json.dumps(meta, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        os.replace(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return (out_dir / "adapter_model.safetensors").stat().st_size
+
+
+def load_finetuned(adapter_dir, base_model=None, quantize: bool = False):
+    """(model, processor): the base model with the saved window + prefix, and the adapter on top.
+
+    Example: model, processor = load_finetuned("runs/03/adapter")  # base name read from the adapter
+    """
+    from peft import PeftModel
+
+    from lorakit_nb.asr_lora import load_asr_model
+
+    adapter_dir = Path(adapter_dir)
+    if not (adapter_dir / "adapter_config.json").exists():
+        raise FileNotFoundError(f"{adapter_dir}: no adapter_config.json here; run notebook 03 to the end "
+                                "(it saves OUTPUT_DIR/adapter) or point to that folder")
+    meta = json.loads((adapter_dir / META_FILE).read_text(encoding="utf-8")) if (adapter_dir / META_FILE).exists() else {}
+    model, processor = load_asr_model(base_model or meta.get("base_model", "whisper-base"), quantize=quantize,
+                                      audio_seconds=meta.get("audio_seconds"), language=meta.get("language", "zh"))
+    return PeftModel.from_pretrained(model, adapter_dir), processor
+
+
+def load_clips(manifest) -> tuple[list, list]:
+    """(audios, texts) for a manifest: 16 kHz mono float32 arrays (``speech.read_audio``) and transcripts.
+
+    Example: audios, texts = load_clips("data/zh_speech/test.jsonl"); len(audios) -> 40
+    """
+    from lorakit_nb.speech import load_manifest, read_audio
+
+    rows = load_manifest(manifest)
+    return [read_audio(r["audio"]) for r in rows], [r["text"] for r in rows]
+
+
+def listen_widget(audios, columns: dict, index: int = 0):
+    """A clip picker: play the audio, read each transcript column side by side (ipywidgets).
+
+    ``columns`` maps a heading to one string per clip, e.g. {"reference": refs, "zero-shot": zs,
+    "fine-tuned": ft}. Built from value widgets only (Audio, HTML), no ``Output`` capture, so it is
+    harmless headless (papermill just records the widget). Returns the widget.
+    """
+    import html
+    import io
+
+    import ipywidgets as widgets
+    import soundfile as sf
+
+    picker = widgets.IntSlider(value=index, min=0, max=len(audios) - 1, description="clip")
+    player = widgets.Audio(format="wav", autoplay=False)
+    text = widgets.HTML()
+
+    def show(change=None):
+        i = picker.value
+        buf = io.BytesIO()
+        sf.write(buf, np.asarray(audios[i], dtype=np.float32), 16_000, format="WAV", subtype="PCM_16")
+        player.value = buf.getvalue()
+        rows = "".join(f"<tr><th style='text-align:left;padding-right:1em'>{html.escape(k)}</th>"
+                       f"<td style='text-align:left'>{html.escape(v[i])}</td></tr>" for k, v in columns.items())
+        text.value = f"<table>{rows}</table>"
+
+    picker.observe(show, names="value")
+    show()
+    return widgets.VBox([picker, player, text])

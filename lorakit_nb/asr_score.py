@@ -1,0 +1,178 @@
+"""Score any Whisper on any speech manifest and keep the evidence: ``lorakit evaluate --data X.jsonl``.
+
+Covers: ``read_predictions`` (transcripts a run saved), ``load_for_eval`` (a model name, a merged
+folder, a peft adapter folder or a CTranslate2 folder -> something that transcribes, at a window that
+fits the clips) and ``evaluate_manifest`` (transcribe every row, corpus CER with its counts,
+per-utterance reference / hypothesis / normalized forms / edits, written atomically to JSON).
+
+Does NOT cover: generation itself (``asr_eval.transcribe``, ``ct2_export.ct2_transcribe``), the
+normalizer and CER arithmetic (``metrics``), text (CSV) evaluation (``text_lora.evaluate_adapter``).
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+from lorakit_nb.errors import ExportError
+
+MAX_SECONDS = 30  # Whisper's full window
+
+
+def _recorded_seconds(folder: Path):
+    """The audio window a model was trained with, if its folder recorded it (adapter or export)."""
+    for name, keys in (("lorakit_asr.json", ("audio_seconds",)),
+                       ("lorakit_export.json", ("trained_with", "audio_seconds"))):
+        path = folder / name
+        if path.is_file():
+            value = json.loads(path.read_text("utf-8"))
+            for k in keys:
+                value = value.get(k) if isinstance(value, dict) else None
+            if value:
+                return int(value)
+    return None
+
+
+def load_for_eval(model_or_dir, *, longest_seconds: float, audio_seconds=None, base_model=None,
+                  compute_type: str = "int8", quantize: bool | None = None):
+    """(kind, model, processor, window seconds); kind is "hf" or "ct2".
+
+    Window: ``audio_seconds`` if given, else the window the model was trained with (recorded next
+    to it), else 30 s - widened to whole seconds covering the longest clip, because the feature
+    extractor silently cuts anything longer. An adapter folder goes on its base as trained: 4-bit
+    NF4 when ``lorakit_asr.json`` says it was trained that way (``quantize`` overrides).
+    Example: load_for_eval("runs/03/adapter", longest_seconds=3.4) -> ("hf", PeftModel, processor, 5)
+    """
+    from lorakit_nb.asr_lora import load_asr_model
+
+    if isinstance(model_or_dir, tuple):  # an already-loaded (model, processor)
+        model, processor = model_or_dir
+        return "hf", model, processor, model.config.max_source_positions // 50
+    folder = Path(str(model_or_dir)).expanduser()
+    wanted = audio_seconds or (_recorded_seconds(folder) if folder.is_dir() else None) or MAX_SECONDS
+    seconds = min(MAX_SECONDS, max(int(wanted), math.ceil(longest_seconds)))
+    if seconds != wanted:
+        print(f"[lorakit] window widened from {wanted} s to {seconds} s to cover the longest clip "
+              f"({longest_seconds:.1f} s)")
+    if (folder / "model.bin").is_file():
+        from transformers import WhisperProcessor
+
+        from lorakit_nb.ct2_export import load_ct2
+
+        processor = WhisperProcessor.from_pretrained(folder)
+        _set_window(processor, seconds)
+        return "ct2", load_ct2(folder, compute_type), processor, seconds
+    if (folder / "adapter_config.json").is_file():
+        from peft import PeftModel
+
+        meta_path = folder / "lorakit_asr.json"
+        meta = json.loads(meta_path.read_text("utf-8")) if meta_path.is_file() else {}
+        base = base_model or meta.get("base_model")
+        if not base:
+            raise ExportError(f"{folder}: adapter without lorakit_asr.json; say which base it belongs to "
+                              "(evaluate_manifest(..., base_model='whisper-base'))")
+        if quantize is None:
+            quantize = bool(meta.get("quantized_training", meta.get("quantized", False)))
+        model, processor = load_asr_model(base, quantize=quantize, audio_seconds=seconds)
+        return "hf", PeftModel.from_pretrained(model, folder), processor, seconds
+    model, processor = load_asr_model(str(model_or_dir), audio_seconds=seconds)  # name or merged folder
+    return "hf", model, processor, seconds
+
+
+def read_predictions(path, n: int | None = None, field: str = "hypothesis", references=None) -> list[str]:
+    """Transcripts a run saved: a JSON list of strings, a list of row objects, or an object whose
+    "rows" / "hypotheses" / "predictions" holds them. From row objects, ``field`` is taken
+    (notebook 03 writes "hypothesis" and "zero_shot"). ``n`` checks the count; ``references``
+    checks each row's "reference" (same clips, same order).
+
+    Example: read_predictions("runs/03/test_predictions.json", n=40, field="zero_shot") -> ["下個...", ...]
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ExportError(f"{path}: not found; run the notebook that writes it "
+                          "(03 writes OUTPUT_DIR/test_predictions.json)")
+    data = json.loads(path.read_text("utf-8"))
+    if isinstance(data, dict):
+        data = next((data[k] for k in ("rows", "hypotheses", "predictions", "utterances") if k in data), None)
+    if not isinstance(data, list):
+        raise ExportError(f"{path}: expected a list of predictions (or an object with a 'rows' list)")
+    hyps = []
+    for i, item in enumerate(data):
+        if isinstance(item, dict):
+            expected = references[i] if references is not None and i < len(references) else None
+            if expected is not None and item.get("reference", expected) != expected:
+                raise ExportError(f"{path}: row {i} is for {item['reference']!r} but clip {i} of this manifest says "
+                                  f"{references[i]!r}; score the manifest that run used")
+            item = item.get(field)
+        elif field != "hypothesis":  # a bare list holds one system's transcripts: the main hypotheses
+            raise ExportError(f"{path}: a plain list of transcripts has no {field!r} field")
+        if not isinstance(item, str):
+            raise ExportError(f"{path}: row {i} has no {field!r} text")
+        hyps.append(item)
+    if n is not None and len(hyps) != n:
+        raise ExportError(f"{path}: {len(hyps)} predictions for {n} test clips; was it written for this manifest?")
+    return hyps
+
+
+def _set_window(processor, seconds: int) -> None:
+    """Make the feature extractor pad/cut to ``seconds`` (a CT2 model needs no other change: see ct2_export)."""
+    fe = processor.feature_extractor
+    fe.chunk_length, fe.n_samples = seconds, seconds * fe.sampling_rate
+    fe.nb_max_frames = fe.n_samples // fe.hop_length  # = seconds * 100 frames
+
+
+def evaluate_manifest(model_or_dir, manifest, out_json=None, *, audio_seconds=None, base_model=None,
+                      batch_size: int = 8, compute_type: str = "int8", quantize: bool | None = None) -> dict:
+    """Transcribe every row of a ``{"audio", "text"}`` JSONL manifest, score it, write the JSON.
+
+    ``model_or_dir``: "whisper-base" (zero-shot), a merged folder, an adapter folder (notebook 03's
+    ``runs/03/adapter``, on its base as trained: see ``load_for_eval``), a CTranslate2 folder, or a
+    loaded ``(model, processor)`` tuple.
+    ``out_json`` defaults to ``<folder>/eval_<manifest name>.json`` (a name: ``./eval_<manifest>.json``).
+    The JSON holds the corpus CER with substitutions/deletions/insertions, and per utterance:
+    audio, reference, hypothesis, their ``normalize_zh`` forms, the edit counts and the CER
+    (``null`` for an empty normalized reference: such rows are left out of the corpus CER and counted).
+    Example: evaluate_manifest("runs/03/adapter", "data/zh_speech/test.jsonl")["cer"] -> 0.12
+    """
+    import numpy as np
+
+    from lorakit_nb.env import write_json_atomic
+    from lorakit_nb.metrics import cer_per_utterance, cer_report
+    from lorakit_nb.speech import load_manifest, read_audio
+
+    rows = load_manifest(manifest)
+    audios = [read_audio(r["audio"]) for r in rows]
+    refs = [r["text"] for r in rows]
+    longest = max(len(a) for a in audios) / 16000
+    kind, model, processor, seconds = load_for_eval(model_or_dir, longest_seconds=longest, audio_seconds=audio_seconds,
+                                                    base_model=base_model, compute_type=compute_type,
+                                                    quantize=quantize)
+    t0 = time.perf_counter()
+    if kind == "ct2":
+        from lorakit_nb.ct2_export import ct2_transcribe
+
+        hyps = ct2_transcribe(model, processor, audios, batch_size=batch_size)
+    else:
+        from lorakit_nb.asr_eval import transcribe
+
+        hyps = transcribe(model, processor, audios, batch_size=batch_size, desc="evaluate")
+    seconds_taken = time.perf_counter() - t0
+    report = cer_report(refs, hyps).as_dict()
+    per_utt = cer_per_utterance(refs, hyps)
+    utterances = [{"audio": row["audio"], "reference": ref, "hypothesis": hyp,
+                   "reference_normalized": u["reference"], "hypothesis_normalized": u["hypothesis"],
+                   **{k: u[k] for k in ("substitutions", "deletions", "insertions", "edits", "ref_chars", "cer")}}
+                  for row, ref, hyp, u in zip(rows, refs, hyps, per_utt)]
+    result = {"model": "(model, processor)" if isinstance(model_or_dir, tuple) else str(model_or_dir),
+              "engine": "ctranslate2" if kind == "ct2" else "transformers", "manifest": str(manifest),
+              "audio_seconds": seconds, "transcribe_seconds": round(seconds_taken, 2),
+              "audio_total_seconds": round(float(np.sum([len(a) for a in audios])) / 16000, 2),
+              **report, "utterances": utterances}
+    if out_json is None:
+        folder = Path(str(model_or_dir)) if not isinstance(model_or_dir, tuple) else Path(".")
+        out_json = (folder if folder.is_dir() else Path(".")) / f"eval_{Path(manifest).stem}.json"
+    write_json_atomic(out_json, result)
+    print(f"[lorakit] CER {result['cer']:.4f} on {len(rows)} utterances ({result['engine']}, {seconds} s window) "
+          f"-> {out_json}")
+    return result

@@ -1,0 +1,131 @@
+"""Train a (Q)LoRA Whisper with HF ``Seq2SeqTrainer``; dev CER by ``generate()`` after every epoch.
+
+Covers: ``WhisperCollator`` (stack log-mels, pad labels with -100, drop a doubled start token),
+``DevCERCallback`` (greedy, capped transcription of the dev clips at each epoch end),
+``TimeBudgetCallback`` (stop cleanly when a wall-clock budget is spent), and ``train_asr`` which wires
+features, ``WhisperCollator``, ``Seq2SeqTrainingArguments`` and the callbacks together and returns the
+loss curve, the dev-CER curve and the training time.
+
+Does NOT cover: building the model (``asr_lora.py``), test-set scoring and saving (``asr_eval.py``),
+checkpoints (none are written: the notebook saves the adapter itself), mixed precision.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import torch
+from transformers import TrainerCallback
+
+from lorakit_nb.asr_eval import transcribe
+
+
+@dataclass
+class WhisperCollator:
+    """Stack features, pad labels with -100 (ignored by the loss), drop a leading start token.
+
+    The model builds ``decoder_input_ids`` by shifting labels right and prepending
+    ``decoder_start_token_id`` (<|startoftranscript|>). The tokenizer already put that token first,
+    so if every row starts with it we drop it -- otherwise the decoder would see it twice.
+    Padding is found from the attention mask, not by token id: pad and end-of-text are the same
+    id (50257), and the real end-of-text must stay in the labels so the model learns to stop.
+    Example: labels [[S, zh, tr, nt, a, b, E], [S, zh, tr, nt, a, E]] ->
+             [[zh, tr, nt, a, b, E], [zh, tr, nt, a, E, -100]]
+    """
+
+    processor: object
+    decoder_start_token_id: int
+
+    def __call__(self, features: list[dict]) -> dict:
+        input_features = torch.stack([torch.as_tensor(f["input_features"]) for f in features])  # (b, mels, frames)
+        batch = self.processor.tokenizer.pad({"input_ids": [f["labels"] for f in features]}, return_tensors="pt")
+        labels = batch["input_ids"].masked_fill(batch["attention_mask"].ne(1), -100)  # (b, max_len)
+        if (labels[:, 0] == self.decoder_start_token_id).all():
+            labels = labels[:, 1:]
+        return {"input_features": input_features, "labels": labels}
+
+
+class DevCERCallback(TrainerCallback):
+    """At each epoch end: transcribe the dev clips with ``generate()`` and record the CER.
+
+    Also called when the time budget stops training mid-epoch (the Trainer ends the epoch), so the
+    last entry always describes the final model.
+
+    Example history entry: {"epoch": 2.0, "step": 86, "dev_cer": 0.21}
+    """
+
+    def __init__(self, processor, audios, references, batch_size: int = 16, per_second: float = 6.0):
+        self.processor, self.audios, self.references = processor, audios, list(references)
+        self.batch_size, self.per_second, self.history = batch_size, per_second, []
+
+    def on_epoch_end(self, args, state, control, model=None, **kwargs):
+        from lorakit_nb.metrics import cer
+
+        hyps = transcribe(model, self.processor, self.audios, batch_size=self.batch_size, per_second=self.per_second,
+                          progress=False)
+        entry = {"epoch": round(float(state.epoch), 2), "step": state.global_step, "dev_cer": cer(self.references, hyps)}
+        self.history.append(entry)
+        state.log_history.append(dict(entry))
+        print(f"epoch {entry['epoch']:.2f} (step {entry['step']}): dev CER {entry['dev_cer']:.3f}", flush=True)
+
+
+class TimeBudgetCallback(TrainerCallback):
+    """Ask the Trainer to stop after the step that crosses `seconds` of training time (None: no limit)."""
+
+    def __init__(self, seconds):
+        self.seconds, self.start, self.stopped_early = seconds, None, False
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.start = time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.seconds is not None and time.perf_counter() - self.start > self.seconds:
+            control.should_training_stop = self.stopped_early = True
+
+
+@dataclass
+class TrainResult:
+    train_seconds: float  # wall clock of trainer.train(), dev evaluations included
+    steps: int
+    losses: list = field(default_factory=list)  # [(step, loss)] as logged
+    dev_history: list = field(default_factory=list)  # DevCERCallback entries
+    stopped_early: bool = False
+
+
+def train_asr(model, processor, train_features, *, dev_audios=None, dev_texts=None, output_dir="runs/asr",
+              epochs: float = 3, batch_size: int = 8, learning_rate: float = 1e-3, warmup_steps: int = 10,
+              weight_decay: float = 0.0, logging_steps: int = 5, time_budget_s=None, seed: int = 0,
+              per_second: float = 6.0, eval_batch_size: int = 16, callbacks=()) -> TrainResult:
+    """Fine-tune `model` (LoRA/QLoRA-wrapped) on `train_features` (from ``featurize``) with Seq2SeqTrainer.
+
+    A linear learning-rate schedule with a short warm-up; no checkpoints saved; ``label_names`` set
+    because a PeftModel's forward signature hides ``labels`` from the Trainer's detection; columns
+    are kept (our items are plain dicts, the collator picks what it needs). Extra ``callbacks`` (e.g.
+    ``live_plot.LossPlotCallback()``) are passed to the Trainer.
+    Example: res = train_asr(model, processor, feats, dev_audios=a, dev_texts=t, epochs=3)
+             res.dev_history[-1]["dev_cer"] -> 0.2 (say)
+    """
+    from transformers import Seq2SeqTrainer, Seq2SeqTrainingArguments
+
+    args = Seq2SeqTrainingArguments(
+        output_dir=str(output_dir), per_device_train_batch_size=batch_size, num_train_epochs=epochs,
+        learning_rate=learning_rate, warmup_steps=warmup_steps, weight_decay=weight_decay,
+        lr_scheduler_type="linear", logging_steps=logging_steps, save_strategy="no", eval_strategy="no",
+        report_to=[], remove_unused_columns=False, label_names=["labels"], seed=seed,
+        dataloader_num_workers=0, dataloader_pin_memory=torch.cuda.is_available(), disable_tqdm=False,
+    )
+    budget = TimeBudgetCallback(time_budget_s)
+    callbacks = [budget, *callbacks]
+    dev_cb = None
+    if dev_audios is not None:
+        dev_cb = DevCERCallback(processor, dev_audios, dev_texts, batch_size=eval_batch_size, per_second=per_second)
+        callbacks.append(dev_cb)
+    trainer = Seq2SeqTrainer(model=model, args=args, train_dataset=train_features,
+                             data_collator=WhisperCollator(processor, model.config.decoder_start_token_id),
+                             callbacks=callbacks)
+    t0 = time.perf_counter()
+    trainer.train()
+    seconds = time.perf_counter() - t0
+    losses = [(h["step"], h["loss"]) for h in trainer.state.log_history if "loss" in h]
+    return TrainResult(train_seconds=seconds, steps=trainer.state.global_step, losses=losses,
+                       dev_history=dev_cb.history if dev_cb else [], stopped_early=budget.stopped_early)

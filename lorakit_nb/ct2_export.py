@@ -1,0 +1,216 @@
+"""A merged Whisper as CTranslate2 (int8 / float32): convert, transcribe, check parity and speed.
+
+Covers:
+- ``export_ct2``: ``ctranslate2.converters.TransformersConverter`` on a local merged folder (offline),
+  plus the tokenizer/preprocessor files faster-whisper reads; the result is load-checked before it
+  replaces ``out_dir``.
+- ``ct2_transcribe``: ``ctranslate2.models.Whisper.generate`` fed the SAME log-mel features, prompt,
+  batching and token cap as ``asr_eval.transcribe`` uses for the transformers model.
+- ``faster_whisper_transcribe``: the user-facing API (computes its own features, pads to 30 s).
+- ``parity_check``: CER of HF vs CT2 and how often their transcripts agree;
+  ``speed_check``: HF fp32 vs CT2 greedy on the same clips and window, interleaved in one run.
+
+Does NOT cover: merging (``export.merge_adapter``), transformers-side generation (``asr_eval.transcribe``),
+CER arithmetic (``metrics``), beam search or timestamps (greedy, ``<|notimestamps|>`` only).
+
+Pitfall measured with ctranslate2 4.8.5: ``Whisper.generate(max_length=L)`` stops after L // 2 new
+tokens (its C++ halves it, as OpenAI's ``sample_len = n_text_ctx // 2``), so a cap of N new tokens
+is ``max_length=2 * N``. ``tests/test_export.py`` pins this down against transformers' tokens.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from lorakit_nb.errors import ExportError
+
+QUANTIZATIONS = ("int8", "float32", "int8_float32", "int16", "float16", "bfloat16")
+# What faster-whisper (tokenizer.json, preprocessor_config.json) and WhisperProcessor.from_pretrained need;
+# never config.json: the CTranslate2 folder has its own.
+SIDE_FILES = ("tokenizer.json", "tokenizer_config.json", "preprocessor_config.json", "processor_config.json",
+              "generation_config.json", "lorakit_export.json")
+
+
+def export_ct2(merged_dir, out_dir, quantization: str = "int8") -> Path:
+    """Convert a transformers Whisper folder into a CTranslate2 folder with weights in ``quantization``.
+
+    Example: export_ct2("runs/04/merged", "runs/04/ct2_int8", "int8") -> runs/04/ct2_int8 with
+    model.bin (~78 MB int8 for whisper-base; ~290 MB float32), config.json, vocabulary.json,
+    tokenizer.json, preprocessor_config.json; then
+    ``faster_whisper.WhisperModel("runs/04/ct2_int8", compute_type="int8")`` loads it.
+    """
+    import ctranslate2
+    from ctranslate2.converters import TransformersConverter
+
+    from lorakit_nb.export import atomic_dir
+
+    merged_dir = Path(merged_dir)
+    if quantization not in QUANTIZATIONS:
+        raise ExportError(f"quantization must be one of {QUANTIZATIONS}, got {quantization!r}")
+    if not (merged_dir / "config.json").is_file() or not any(merged_dir.glob("*.safetensors")):
+        raise ExportError(f"{merged_dir}: not a transformers model folder (config.json + *.safetensors); "
+                          "run export.merge_adapter first and pass its output folder")
+    copy = [f for f in SIDE_FILES if (merged_dir / f).is_file()]
+    with atomic_dir(out_dir) as tmp:
+        TransformersConverter(str(merged_dir), copy_files=copy).convert(str(tmp), quantization=quantization,
+                                                                        force=True)
+        ctranslate2.models.Whisper(str(tmp), device="cpu", compute_type=quantization)  # load check
+    return Path(out_dir)
+
+
+def load_ct2(ct2_dir, compute_type: str = "int8", threads: int | None = None):
+    """``ctranslate2.models.Whisper`` on CPU with ``threads`` intra-op threads (default: torch's count)."""
+    import ctranslate2
+    import torch
+
+    if not (Path(ct2_dir) / "model.bin").is_file():
+        raise ExportError(f"{ct2_dir}: no model.bin; export it with export_ct2(merged_dir, {str(ct2_dir)!r})")
+    return ctranslate2.models.Whisper(str(ct2_dir), device="cpu", compute_type=compute_type,
+                                      intra_threads=threads or torch.get_num_threads())
+
+
+def prompt_ids(tokenizer, language: str = "zh") -> list[int]:
+    """The decoder prompt transformers' generate() builds. Example (whisper-base): [50258, 50260, 50359, 50363]."""
+    return tokenizer.convert_tokens_to_ids(["<|startoftranscript|>", f"<|{language}|>", "<|transcribe|>",
+                                            "<|notimestamps|>"])
+
+
+def ct2_generate(ct2_model, features: np.ndarray, prompt: list[int], max_new_tokens: int) -> list[list[int]]:
+    """Greedy token ids (prompt and end-of-text excluded) for a (batch, n_mels, frames) float32 array.
+
+    Any ``frames`` works: the CT2 encoder adds only the first frames // 2 position rows, exactly what
+    ``asr_lora.shrink_audio_context`` keeps. Example: features (8, 80, 500) -> 8 token lists.
+    """
+    import ctranslate2
+
+    x = ctranslate2.StorageView.from_array(np.ascontiguousarray(features, dtype=np.float32))
+    results = ct2_model.generate(x, [prompt] * features.shape[0], beam_size=1, max_length=2 * max_new_tokens)
+    return [r.sequences_ids[0] for r in results]
+
+
+def ct2_transcribe(ct2_model, processor, audios, *, batch_size: int = 8, per_second: float = 6.0,
+                   max_new_tokens=None, language: str = "zh") -> list[str]:
+    """``asr_eval.transcribe`` for a CTranslate2 model: same features, order, batches and caps.
+
+    Example: ct2_transcribe(load_ct2("runs/04/ct2_int8"), processor, audios) -> ["今天...", ...]
+    """
+    from lorakit_nb.asr_eval import max_new_tokens_for
+    from lorakit_nb.asr_lora import featurize
+
+    feats = featurize(processor, audios)
+    order = sorted(range(len(feats)), key=lambda i: feats[i]["seconds"])
+    prompt, hyps = prompt_ids(processor.tokenizer, language), [None] * len(feats)
+    for start in range(0, len(order), batch_size):
+        idx = order[start:start + batch_size]
+        x = np.stack([feats[i]["input_features"] for i in idx])  # (batch, n_mels, frames)
+        cap = max_new_tokens or max_new_tokens_for(max(feats[i]["seconds"] for i in idx), per_second=per_second)
+        for i, ids in zip(idx, ct2_generate(ct2_model, x, prompt, cap)):
+            hyps[i] = processor.tokenizer.decode(ids, skip_special_tokens=True).strip()
+    return hyps
+
+
+def faster_whisper_transcribe(ct2_dir, audios, *, compute_type: str = "int8", language: str = "zh",
+                              per_second: float = 6.0) -> list[str]:
+    """Transcribe with ``faster_whisper.WhisperModel`` (greedy, no timestamps, no VAD, no fallback).
+
+    It computes its own log-mels (numpy, not transformers') and pads every clip to 30 s, so its text
+    can differ slightly from ``ct2_transcribe``'s on the same model - and it is slower on short clips.
+    Example: faster_whisper_transcribe("runs/04/ct2_int8", audios[:4]) -> 4 strings
+    """
+    import torch
+    from faster_whisper import WhisperModel
+
+    from lorakit_nb.asr_eval import max_new_tokens_for
+
+    model = WhisperModel(str(ct2_dir), device="cpu", compute_type=compute_type, cpu_threads=torch.get_num_threads())
+    out = []
+    for audio in audios:
+        segments, _ = model.transcribe(np.asarray(audio, dtype=np.float32), language=language, beam_size=1,
+                                       best_of=1, temperature=0.0, condition_on_previous_text=False,
+                                       without_timestamps=True, vad_filter=False,
+                                       max_new_tokens=max_new_tokens_for(len(audio) / 16000, per_second=per_second))
+        out.append("".join(s.text for s in segments).strip())  # segments is a generator: this runs it
+    return out
+
+
+def parity_check(hf_model, processor, ct2_dir, audios, references, *, compute_type: str = "int8",
+                 hf_hypotheses=None, batch_size: int = 8, faster_whisper_clips: int = 0) -> dict:
+    """CER of the transformers model vs its CTranslate2 export on the same clips, and their agreement.
+
+    ``agreement``: fraction of clips whose transcripts are identical after ``normalize_zh``;
+    ``exact_agreement``: identical raw strings. Pass ``hf_hypotheses`` when already computed.
+    ``faster_whisper_clips=n`` also transcribes the first n clips through faster-whisper's API.
+    Example: -> {"cer_hf": 0.121, "cer_ct2": 0.118, "cer_gap_points": 0.3, "agreement": 0.95, ...}
+    """
+    from lorakit_nb.asr_eval import transcribe
+    from lorakit_nb.metrics import cer, normalize_zh
+
+    refs = list(references)
+    if hf_hypotheses is None:
+        hf_hypotheses = transcribe(hf_model, processor, audios, batch_size=batch_size, desc="transformers")
+    t0 = time.perf_counter()
+    ct2_hyps = ct2_transcribe(load_ct2(ct2_dir, compute_type), processor, audios, batch_size=batch_size)
+    ct2_seconds = time.perf_counter() - t0
+    same = [normalize_zh(a) == normalize_zh(b) for a, b in zip(hf_hypotheses, ct2_hyps)]
+    report = {"compute_type": compute_type, "n_clips": len(refs), "cer_hf": cer(refs, hf_hypotheses),
+              "cer_ct2": cer(refs, ct2_hyps), "agreement": sum(same) / len(same),
+              "exact_agreement": sum(a == b for a, b in zip(hf_hypotheses, ct2_hyps)) / len(same),
+              "disagreeing_clips": [i for i, s in enumerate(same) if not s], "ct2_seconds": ct2_seconds,
+              "hf_hypotheses": list(hf_hypotheses), "ct2_hypotheses": ct2_hyps}
+    report["cer_gap_points"] = 100 * abs(report["cer_ct2"] - report["cer_hf"])
+    if faster_whisper_clips:
+        n = min(faster_whisper_clips, len(refs))
+        fw = faster_whisper_transcribe(ct2_dir, list(audios)[:n], compute_type=compute_type)
+        report.update(faster_whisper_hypotheses=fw, cer_faster_whisper=cer(refs[:n], fw),
+                      cer_ct2_same_clips=cer(refs[:n], ct2_hyps[:n]))
+    return report
+
+
+def speed_check(hf_model, processor, ct2_dir, audios, *, compute_type: str = "int8", max_new_tokens=None,
+                per_second: float = 6.0, warmup: int = 1) -> dict:
+    """Seconds for transformers greedy ``generate`` vs CTranslate2 on the same clips, one clip at a time.
+
+    Both get the same features (so the same window: ``processor``'s, e.g. 500 frames after a 5 s
+    shrink), the same prompt and the same cap, and run with torch's thread count. The two engines
+    alternate clip by clip, so a burst of background load hits both rather than one.
+    Example: -> {"frames": 500, "n_clips": 40, "hf_seconds": 14.2, "ct2_seconds": 4.1, "ratio": 3.46, ...}
+    """
+    import torch
+
+    from lorakit_nb.asr_eval import max_new_tokens_for
+    from lorakit_nb.asr_lora import featurize
+
+    feats = featurize(processor, audios)
+    frames = feats[0]["input_features"].shape[-1]
+    expected = 2 * hf_model.config.max_source_positions
+    if frames != expected:
+        raise ExportError(f"the processor makes {frames}-frame features but the transformers model takes {expected}: "
+                          "shrink both with asr_lora.shrink_audio_context(model, processor, seconds)")
+    ct2 = load_ct2(ct2_dir, compute_type)
+    prompt = prompt_ids(processor.tokenizer)
+    hf_model.eval()
+
+    def run_hf(x, cap):
+        with torch.inference_mode():
+            hf_model.generate(input_features=torch.as_tensor(x), language="zh", task="transcribe", do_sample=False,
+                              num_beams=1, max_new_tokens=cap)
+
+    hf_times, ct2_times = [], []
+    for k, f in enumerate([feats[0]] * warmup + feats):
+        x = f["input_features"][None]  # (1, n_mels, frames)
+        cap = max_new_tokens or max_new_tokens_for(f["seconds"], per_second=per_second)
+        t0 = time.perf_counter()
+        run_hf(x, cap)
+        t1 = time.perf_counter()
+        ct2_generate(ct2, x, prompt, cap)
+        t2 = time.perf_counter()
+        if k >= warmup:
+            hf_times.append(t1 - t0)
+            ct2_times.append(t2 - t1)
+    return {"frames": int(frames), "n_clips": len(feats), "compute_type": compute_type,
+            "threads": torch.get_num_threads(), "hf_seconds": sum(hf_times), "ct2_seconds": sum(ct2_times),
+            "ratio": sum(hf_times) / sum(ct2_times),
+            "median_clip_ratio": float(np.median(np.array(hf_times) / np.array(ct2_times)))}
+

@@ -1,0 +1,268 @@
+"""Ship a LoRA run: the adapter alone, a merged full-precision model, a model card.
+
+Covers:
+- ``save_adapter``: adapter-only safetensors (for readers who already have the base model).
+- ``check_adapter_base``: refuse an adapter whose tensors do not fit the base (``ExportError``
+  naming both models) before peft fails deep inside with a size mismatch.
+- ``merge_adapter``: reload the base in fp32 (also for a QLoRA adapter), ``merge_and_unload``,
+  save safetensors + tokenizer/processor atomically; Whisper keeps its normal 30 s window.
+- ``write_model_card`` (README.md of an export folder), ``dir_bytes`` / ``weights_bytes`` (size on disk).
+
+Does NOT cover: the cost of the other merge recipes (``qlora_merge.py``), CTranslate2 conversion,
+parity and speed (``ct2_export.py``), scoring a manifest (``asr_score.py``), training.
+``evaluate_manifest`` is re-exported here because ``lorakit evaluate`` imports it from this module.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+from contextlib import contextmanager
+from datetime import date
+from pathlib import Path
+
+import torch
+
+from lorakit_nb.errors import ExportError
+
+EXPORT_META = "lorakit_export.json"  # written into every merged folder: where it came from
+ASR_META = "lorakit_asr.json"  # written by asr_eval.save_adapter: base name, audio window, language
+NOTICE_FILES = ("LICENSE*", "LICENCE*", "NOTICE*", "*TERMS*")  # copied from the base folder into a merge
+LICENCES = {
+    "whisper": "MIT (OpenAI Whisper weights: https://github.com/openai/whisper/blob/main/LICENSE)",
+    "gemma": "Gemma Terms of Use (https://ai.google.dev/gemma/terms); use is also bound by the Gemma "
+             "Prohibited Use Policy (https://ai.google.dev/gemma/prohibited_use_policy)",
+}
+
+
+@contextmanager
+def atomic_dir(target):
+    """Yield an empty temp folder next to ``target``; on success it replaces ``target`` in one rename.
+
+    A crash or Ctrl-C leaves the old ``target`` (or nothing), never a half-written model.
+    Example: ``with atomic_dir("runs/04/merged") as tmp: model.save_pretrained(tmp)``
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.partial-"))
+    old = target.parent / f".{target.name}.old-{os.getpid()}"
+    try:
+        yield tmp
+        os.chmod(tmp, 0o755)  # mkdtemp makes 0700 (and some writers 0600 files); an export is meant to be shared
+        for f in tmp.rglob("*"):
+            os.chmod(f, 0o755 if f.is_dir() else 0o644)
+        if target.exists():
+            os.replace(target, old)  # os.replace refuses a non-empty folder as destination
+        os.replace(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def dir_bytes(path) -> int:
+    """Total size of the files under ``path`` (a file: its size). Example: dir_bytes("runs/04/ct2_int8")."""
+    path = Path(path)
+    if path.is_file():
+        return path.stat().st_size
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def weights_bytes(folder) -> int:
+    """Bytes of the ``*.safetensors`` files in ``folder`` (one file or shards).
+
+    Example: weights_bytes("runs/04/merged") -> ~290 MB for an fp32 whisper-base."""
+    return sum(p.stat().st_size for p in Path(folder).glob("*.safetensors"))
+
+
+def save_adapter(peft_model, out_dir) -> int:
+    """Save only the LoRA tensors (``adapter_model.safetensors``) + ``adapter_config.json``; return bytes.
+
+    Example: r=16 on q_proj,v_proj of whisper-base: 6 layers x (1 encoder + 2 decoder attentions)
+    x 2 projections x 16 x (512 + 512) = 589,824 fp32 values -> 2,359,296 bytes + a small header.
+    """
+    if not hasattr(peft_model, "peft_config"):
+        raise ExportError(f"save_adapter needs a peft model (got {type(peft_model).__name__}); "
+                          "wrap the base with get_peft_model or load it with PeftModel.from_pretrained")
+    with atomic_dir(out_dir) as tmp:
+        peft_model.save_pretrained(tmp, safe_serialization=True)
+    return (Path(out_dir) / "adapter_model.safetensors").stat().st_size
+
+
+def read_adapter(adapter_dir) -> tuple[dict, dict]:
+    """(adapter_config, {tensor name: shape}) without loading any tensor data."""
+    from safetensors import safe_open
+
+    adapter_dir = Path(adapter_dir)
+    cfg_path, weights = adapter_dir / "adapter_config.json", adapter_dir / "adapter_model.safetensors"
+    if not cfg_path.is_file() or not weights.is_file():
+        raise ExportError(f"{adapter_dir}: expected adapter_config.json and adapter_model.safetensors "
+                          "(peft's save_pretrained with safe_serialization=True); point to the adapter folder")
+    with safe_open(weights, framework="pt") as f:
+        # a safe_open handle is not iterable, hence .keys()
+        shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118
+    return json.loads(cfg_path.read_text("utf-8")), shapes
+
+
+_LORA_KEY = re.compile(r"^base_model\.model\.(?P<module>.+)\.lora_(?P<ab>[AB])\.weight$")
+
+
+def check_adapter_base(model, adapter_dir, base_name: str = "") -> int:
+    """Check every LoRA tensor fits a Linear of ``model``; return how many modules were checked.
+
+    lora_A is (r, in_features) and lora_B is (out_features, r) for the module they adapt, so the
+    shapes pin the base architecture down even when ``base_model_name_or_path`` is just a path.
+    Example: a whisper-base adapter (d_model 512) on tiny-whisper (d_model 64) -> ExportError
+    "...trained on '.../whisper-base' ... merging into 'tiny-whisper' ... lora_A (16, 512) needs
+    in_features 512, the base has 64".
+    """
+    cfg, shapes = read_adapter(adapter_dir)
+    trained_on = cfg.get("base_model_name_or_path") or "an unrecorded base"
+    here = f"{base_name or type(model).__name__} ({model.config.model_type})"
+    checked = set()
+    for key, shape in shapes.items():
+        m = _LORA_KEY.match(key)
+        if not m:
+            continue
+        problem = None
+        try:
+            module = model.get_submodule(m["module"])
+        except AttributeError:
+            problem = f"it has no module {m['module']!r}"
+        else:
+            n_in, n_out = getattr(module, "in_features", None), getattr(module, "out_features", None)
+            if m["ab"] == "A" and n_in is not None and shape[1] != n_in:
+                problem = f"lora_A {shape} of {m['module']} needs in_features {shape[1]}, the base has {n_in}"
+            if m["ab"] == "B" and n_out is not None and shape[0] != n_out:
+                problem = f"lora_B {shape} of {m['module']} needs out_features {shape[0]}, the base has {n_out}"
+        if problem:
+            raise ExportError(f"{adapter_dir}: this adapter was trained on {trained_on!r}, but you are merging it "
+                              f"into {here}: {problem}. Pass the base model the adapter was trained on "
+                              f"(base_model_name_or_path in {Path(adapter_dir) / 'adapter_config.json'}).")
+        checked.add(m["module"])
+    if not checked:
+        raise ExportError(f"{adapter_dir}: no LoRA tensors (…lora_A.weight / …lora_B.weight) in "
+                          "adapter_model.safetensors; is this a LoRA adapter?")
+    return len(checked)
+
+
+def load_base_fp32(name_or_dir):
+    """(model, processor or tokenizer) in float32 for "whisper-base", "gemma-3-270m", tiny-* or a folder."""
+    from lorakit_nb.models import load_causal_lm, load_whisper, resolve_model
+
+    kind = resolve_model(name_or_dir, quiet=True).kind
+    if kind == "whisper":
+        return load_whisper(str(name_or_dir), dtype=torch.float32)
+    return load_causal_lm(str(name_or_dir), dtype=torch.float32)
+
+
+def merge_adapter(base_name_or_dir, adapter_dir, out_dir, *, audio_seconds: int | None = None,
+                  base_weights: str = "fp32") -> Path:
+    """Merge a LoRA adapter into a full-precision copy of its base and save it as safetensors.
+
+    The base is always reloaded in full precision, also for a QLoRA adapter (trained on 4-bit NF4):
+    - Merging in 4-bit (peft's merge on a ``Linear4bit``) computes dequant(W_nf4) + scale * B @ A and
+      RE-QUANTIZES it to NF4's 16 levels per 64-weight block. The LoRA update is mostly far smaller
+      than one quantization step, so rounding throws most of it away: wrong weights, a model that
+      drifts back to the base (peft warns "may get different generations due to rounding errors").
+    - ``base_weights="fp32"`` (default): W_fp32 + scale * B @ A, the real base plus the update; no
+      NF4 rounding error (several % of each weight matrix) is baked into the published weights. But
+      the adapter was trained against dequant(NF4(W)), so this is not exactly the trained function:
+      the update may have learned to offset NF4's rounding.
+    - ``base_weights="nf4"``: dequant(NF4(W)) + scale * B @ A, stored in fp32: exactly the QLoRA model
+      that was trained and scored, with NF4's rounding baked in.
+    ``qlora_merge.merge_variants`` measures all three on the same clips: check, don't assume.
+
+    Whisper audio window: LoRA matrices act per position, so they do not depend on how many encoder
+    positions training used (a shrunk window only slices the fixed sinusoidal ``embed_positions``).
+    The merged model therefore keeps whisper-base's full 30 s window - what faster-whisper and
+    ``pipeline("automatic-speech-recognition")`` expect. ``audio_seconds=5`` shrinks the export
+    instead (HF-only short-clip deployments). The training window is recorded in ``lorakit_export.json``.
+
+    Example: merge_adapter("whisper-base", "runs/03/adapter", "runs/04/merged") -> Path("runs/04/merged")
+    with model.safetensors (~290 MB fp32), config, generation config (zh, transcribe), processor.
+    """
+    from peft import PeftModel
+
+    from lorakit_nb.models import resolve_model
+
+    adapter_dir = Path(adapter_dir)
+    cfg, _ = read_adapter(adapter_dir)
+    meta_path = adapter_dir / ASR_META
+    trained = json.loads(meta_path.read_text("utf-8")) if meta_path.is_file() else {}
+    if base_weights not in ("fp32", "nf4"):
+        raise ExportError(f"base_weights must be 'fp32' or 'nf4', got {base_weights!r}")
+    model, proc = load_base_fp32(base_name_or_dir)
+    base_path = Path(resolve_model(base_name_or_dir, quiet=True).path)
+    check_adapter_base(model, adapter_dir, str(base_name_or_dir))
+    if base_weights == "nf4":  # the weights a QLoRA adapter saw in training (asr_lora.nf4_config's recipe)
+        from lorakit_nb.qlora_merge import nf4_roundtrip, quantized_linear_names
+
+        with torch.no_grad():
+            for name in quantized_linear_names(model):
+                weight = model.get_submodule(name).weight
+                weight.copy_(nf4_roundtrip(weight))
+    merged = PeftModel.from_pretrained(model, adapter_dir).merge_and_unload()  # W + (alpha / r) * B @ A
+    is_whisper = merged.config.model_type == "whisper"
+    if is_whisper:
+        from lorakit_nb.asr_lora import set_language_prefix, shrink_audio_context
+
+        set_language_prefix(merged, proc, trained.get("language", "zh"))  # generate() defaults to zh/transcribe
+        if audio_seconds:
+            shrink_audio_context(merged, proc, audio_seconds)
+    record = {"base_model": str(base_name_or_dir), "adapter": str(adapter_dir),
+              "adapter_base_model_name_or_path": cfg.get("base_model_name_or_path"),
+              "lora_r": cfg.get("r"), "lora_alpha": cfg.get("lora_alpha"),
+              "target_modules": sorted(cfg.get("target_modules") or []), "dtype": "float32",
+              "base_weights": base_weights,
+              "trained_with": trained}
+    if is_whisper:
+        record["audio_seconds"] = (merged.config.max_source_positions * 2) // 100  # 1500 positions -> 30 s
+    with atomic_dir(out_dir) as tmp:
+        merged.save_pretrained(tmp, safe_serialization=True)
+        proc.save_pretrained(tmp)
+        if is_whisper:  # faster-whisper reads preprocessor_config.json; transformers 5 writes processor_config.json
+            proc.feature_extractor.to_json_file(tmp / "preprocessor_config.json")
+        (tmp / EXPORT_META).write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n", "utf-8")
+        for pattern in NOTICE_FILES:  # terms that must travel with the weights (e.g. Gemma's NOTICE)
+            for f in base_path.glob(pattern):
+                shutil.copy2(f, tmp / f.name)
+    return Path(out_dir)
+
+
+def _fmt(v) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def write_model_card(out_dir, base_model: str, data: str, metrics: dict, licence: str, *, title: str | None = None,
+                     usage: str | None = None, notes=()) -> Path:
+    """Write ``out_dir/README.md``: what the model is, what it was trained on, its scores, its licence.
+
+    ``licence`` is the licence of the *weights* (a merged model inherits the base's terms): use
+    ``LICENCES["whisper"]`` (MIT) or ``LICENCES["gemma"]`` (Gemma Terms of Use).
+    Example: write_model_card("runs/04/ct2_int8", "whisper-base", "460 synthetic Mandarin clips",
+    {"CER (test, 40 clips)": 0.12}, LICENCES["whisper"]) -> runs/04/ct2_int8/README.md
+    """
+    if not licence or not licence.strip():
+        raise ExportError(f"{out_dir}: a model card needs the licence of the weights (e.g. LICENCES['whisper'])")
+    out_dir = Path(out_dir)
+    if not out_dir.is_dir():
+        raise ExportError(f"{out_dir}: no such export folder; export the model first, then write its card")
+    rows = "\n".join(f"| {k} | {_fmt(v)} |" for k, v in metrics.items())
+    files = "\n".join(f"- `{p.name}` ({p.stat().st_size:,} bytes)" for p in sorted(out_dir.iterdir())
+                      if p.is_file() and p.name != "README.md")
+    text = (f"# {title or out_dir.name}\n\nFine-tuned from **{base_model}** with LoRA (lorakit-nb).\n\n"
+            f"## Training data\n\n{data}\n\n## Evaluation\n\n| metric | value |\n|---|---|\n{rows}\n\n"
+            + (f"## Usage\n\n```python\n{usage.strip()}\n```\n\n" if usage else "")
+            + ("## Notes and limitations\n\n" + "\n".join(f"- {n}" for n in notes) + "\n\n" if notes else "")
+            + f"## Files\n\n{files}\n\n## Licence\n\n{licence}\n\n"
+            f"_Card written {date.today().isoformat()}; every number above was computed by the exporting run._\n")
+    tmp = out_dir / ".README.md.tmp"
+    tmp.write_text(text, "utf-8")
+    os.replace(tmp, out_dir / "README.md")
+    return out_dir / "README.md"
+
+
+# `lorakit evaluate --data X.jsonl` imports it from here (asr_score imports nothing from this module).
+from lorakit_nb.asr_score import evaluate_manifest  # noqa: F401
