@@ -26,7 +26,9 @@ def _run(args) -> None:
 def _train(args) -> None:
     from .text_lora import train_from_config
 
-    train_from_config(args.config)
+    res = train_from_config(args.config)
+    print(f"adapter saved to {res.adapter_dir} ({res.adapter_bytes / 1e6:.1f} MB) after {res.steps} steps "
+          f"in {res.train_seconds:.0f} s; best dev loss {res.eval_loss_best:.3f}")
 
 
 def _evaluate(args) -> None:

@@ -189,3 +189,20 @@ def test_short_training_run_loss_falls_and_saves_safetensors(tmp_path):
         single = PeftModel.from_pretrained(load_causal_lm("tiny-gemma", offline=True)[0], resumed.adapter_dir)
         torch.testing.assert_close(b, single(**ids).logits)
     assert (a - b).abs().max() > 0
+
+
+def test_cli_trains_from_yaml(tmp_path, capsys):
+    """`lorakit train --config X.yaml` runs the same train_from_config and says where the adapter is;
+    a mistyped key fails with exit code 1 and names the nearest valid key."""
+    from lorakit_nb.cli import main
+
+    _write_data(tmp_path)
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("base_model: tiny-gemma\ntrain_data_dir: wu\nlora_rank: 2\nbatch_size: 3\nepochs: 1\n"
+                   "learning_rate: 1e-3\noutput_dir: out\n", "utf-8")
+    assert main(["train", "--config", str(cfg)]) == 0
+    assert "adapter saved to" in capsys.readouterr().out
+    assert (tmp_path / "out" / "adapter" / "adapter_model.safetensors").is_file()
+    cfg.write_text(cfg.read_text("utf-8").replace("lora_rank", "lora_rnak"), "utf-8")
+    assert main(["train", "--config", str(cfg)]) == 1
+    assert "lora_rank" in capsys.readouterr().err
