@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import tempfile
 import time
 from pathlib import Path
 
@@ -74,8 +73,7 @@ def training_run(args) -> dict:
     model = add_lora(model, r=args.rank, alpha=2 * args.rank)
     feats = featurize(processor, train_a, train_t)
     res = train_asr(model, processor, feats, dev_audios=dev_a[:args.dev_clips], dev_texts=dev_t[:args.dev_clips],
-                    output_dir=tempfile.mkdtemp(prefix="whisper_qlora_"), epochs=args.epochs,
-                    batch_size=8, learning_rate=args.lr, warmup_steps=10, time_budget_s=args.budget)
+                    epochs=args.epochs, batch_size=8, learning_rate=args.lr, warmup_steps=10, time_budget_s=args.budget)
     t0 = time.perf_counter()
     tuned = evaluate_cer(model, processor, test_a, test_t, progress=False)
     out = {"cer_zero_shot": zero["cer"], "cer_finetuned": tuned["cer"], "cer_ratio": tuned["cer"] / zero["cer"],

@@ -11,6 +11,7 @@ checkpoints (none are written: the notebook saves the adapter itself), mixed pre
 """
 from __future__ import annotations
 
+import tempfile
 import time
 from dataclasses import dataclass, field
 
@@ -92,7 +93,7 @@ class TrainResult:
     stopped_early: bool = False
 
 
-def train_asr(model, processor, train_features, *, dev_audios=None, dev_texts=None, output_dir="runs/asr",
+def train_asr(model, processor, train_features, *, dev_audios=None, dev_texts=None, output_dir=None,
               epochs: float = 3, batch_size: int = 8, learning_rate: float = 1e-3, warmup_steps: int = 10,
               weight_decay: float = 0.0, logging_steps: int = 5, time_budget_s=None, seed: int = 0,
               per_second: float = 6.0, eval_batch_size: int = 16, callbacks=()) -> TrainResult:
@@ -107,6 +108,8 @@ def train_asr(model, processor, train_features, *, dev_audios=None, dev_texts=No
     """
     from transformers import Seq2SeqTrainer, Seq2SeqTrainingArguments
 
+    if output_dir is None:  # the Trainer wants a folder even when it saves nothing
+        output_dir = tempfile.mkdtemp(prefix="lorakit_asr_trainer_")
     args = Seq2SeqTrainingArguments(
         output_dir=str(output_dir), per_device_train_batch_size=batch_size, num_train_epochs=epochs,
         learning_rate=learning_rate, warmup_steps=warmup_steps, weight_decay=weight_decay,
