@@ -49,18 +49,24 @@ class WhisperCollator:
 class DevCERCallback(TrainerCallback):
     """At each epoch end: transcribe the dev clips with ``generate()`` and record the CER.
 
-    Also called when the time budget stops training mid-epoch (the Trainer ends the epoch), so the
-    last entry always describes the final model.
+    When a ``TimeBudgetCallback`` (``budget``) has stopped training mid-epoch it skips the evaluation,
+    so the budget bounds the whole training time (a dev pass can take as long as a dozen steps).
 
     Example history entry: {"epoch": 2.0, "step": 86, "dev_cer": 0.21}
     """
 
-    def __init__(self, processor, audios, references, batch_size: int = 16, per_second: float = 6.0):
+    def __init__(self, processor, audios, references, batch_size: int = 16, per_second: float = 6.0, budget=None):
         self.processor, self.audios, self.references = processor, audios, list(references)
-        self.batch_size, self.per_second, self.history = batch_size, per_second, []
+        self.batch_size, self.per_second, self.history, self.budget = batch_size, per_second, [], budget
 
     def on_epoch_end(self, args, state, control, model=None, **kwargs):
         from lorakit_nb.metrics import cer
+
+        if self.budget is not None and self.budget.stopped_early:
+            # the time budget ended a partial epoch: spend no more time here (the test set scores the result)
+            print(f"time budget reached at step {state.global_step} (epoch {state.epoch:.2f}): "
+                  "no dev evaluation for this partial epoch", flush=True)
+            return
 
         hyps = transcribe(model, self.processor, self.audios, batch_size=self.batch_size, per_second=self.per_second,
                           progress=False)
@@ -121,7 +127,8 @@ def train_asr(model, processor, train_features, *, dev_audios=None, dev_texts=No
     callbacks = [budget, *callbacks]
     dev_cb = None
     if dev_audios is not None:
-        dev_cb = DevCERCallback(processor, dev_audios, dev_texts, batch_size=eval_batch_size, per_second=per_second)
+        dev_cb = DevCERCallback(processor, dev_audios, dev_texts, batch_size=eval_batch_size, per_second=per_second,
+                                budget=budget)
         callbacks.append(dev_cb)
     trainer = Seq2SeqTrainer(model=model, args=args, train_dataset=train_features,
                              data_collator=WhisperCollator(processor, model.config.decoder_start_token_id),

@@ -150,6 +150,17 @@ def test_qlora_steps_on_cpu_train_and_survive_evaluation(tmp_path):
     assert torch.equal(fc1.weight.detach(), frozen) and fc1.weight.quant_state.nested  # double quant is back
 
 
+def test_time_budget_stops_after_one_step_and_skips_the_partial_dev_pass(tmp_path):
+    """A zero-second budget is exceeded by the first step: 1 step, stopped early, and the dev-CER
+    callback does not spend time on the partial epoch (so the budget bounds the training time)."""
+    model, processor = load_asr_model("tiny-whisper", audio_seconds=2)
+    model = add_lora(model, r=4, alpha=8)
+    feats = featurize(processor, noise([1.0, 1.5, 1.2, 1.8]), ["今天开会", "三点出发", "请稍等", "谢谢大家"])
+    res = train_asr(model, processor, feats, dev_audios=noise([1.0], seed=1), dev_texts=["今天开会"],
+                    epochs=3, batch_size=2, time_budget_s=0, logging_steps=1)
+    assert (res.steps, res.stopped_early, res.dev_history) == (1, True, [])
+
+
 def test_save_and_reload_adapter_gives_same_transcripts(tmp_path):
     """The saved adapter (safetensors) + recorded window rebuild the same model: same greedy tokens."""
     model, processor = load_asr_model("tiny-whisper", audio_seconds=2)
