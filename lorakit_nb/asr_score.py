@@ -6,7 +6,7 @@ fits the clips) and ``evaluate_manifest`` (transcribe every row, corpus CER with
 per-utterance reference / hypothesis / normalized forms / edits, written atomically to JSON).
 
 Does NOT cover: generation itself (``asr_eval.transcribe``, ``ct2_export.ct2_transcribe``), the
-normalizer and CER arithmetic (``metrics``), text (CSV) evaluation (``text_lora.evaluate_adapter``).
+normalizer and CER arithmetic (``metrics``), text (CSV) evaluation (``text_eval.evaluate_adapter``).
 """
 from __future__ import annotations
 

@@ -34,9 +34,9 @@ def _train(args) -> None:
 def _evaluate(args) -> None:
     data = args.data.lower()
     if data.endswith(".csv"):
-        from .text_lora import evaluate_adapter
-    elif data.endswith(".jsonl") or data.endswith(".json"):
-        from .export import evaluate_manifest as evaluate_adapter
+        from .text_eval import evaluate_adapter
+    elif data.endswith((".jsonl", ".json")):
+        from .asr_score import evaluate_manifest as evaluate_adapter
     else:
         raise LorakitError(f"{args.data}: cannot tell the data type. Use a .csv of wu,mandarin,english "
                            "pairs (text) or a .jsonl manifest of {\"audio\", \"text\"} rows (speech).")

@@ -75,7 +75,7 @@ class TrainConfig:
     early_stopping_patience: int = 2       # evaluations without dev-loss improvement before stopping; 0 = off
     seed: int = 42
     response_only_logits: bool = True      # apply the 262k-vocab head only where the loss needs it
-    dtype: str = "float32"                 # weights: float32 | bfloat16 (fast on AVX-512 CPUs) | float16 (GPU)
+    dtype: str = "float32"                 # float32 | bfloat16 (fast on AVX-512 CPUs) | float16 (GPU) | auto
     num_threads: int = 0                   # CPU threads for torch; 0 = leave torch's default
     adapter_name: str = "default"
     max_train_examples: int = 0            # > 0 keeps only the first N training pairs (smoke tests)
@@ -191,8 +191,12 @@ def _check_values(cfg: TrainConfig, lines) -> None:
     if cfg.quantization.lower() not in QUANTIZATION:
         fail("quantization", f"quantization must be one of {QUANTIZATION}, got {cfg.quantization!r}.")
     cfg.quantization = cfg.quantization.lower()
+    if cfg.dtype == "auto":  # resolved once, here, so the run and its saved config name the dtype used
+        from lorakit_nb.env import fast_dtype
+
+        cfg.dtype = fast_dtype()
     if cfg.dtype not in ("float32", "bfloat16", "float16"):
-        fail("dtype", f"dtype must be float32, bfloat16 or float16, got {cfg.dtype!r}.")
+        fail("dtype", f"dtype must be float32, bfloat16, float16 or auto, got {cfg.dtype!r}.")
     if cfg.prompt_template is not None and "{wu}" not in cfg.prompt_template:
         fail("prompt_template", "prompt_template must contain {wu} where the Wu sentence goes.")
     for key in ("lora_rank", "batch_size", "max_seq_length", "save_steps", "gradient_accumulation_steps"):

@@ -10,7 +10,6 @@ Covers:
 
 Does NOT cover: the cost of the other merge recipes (``qlora_merge.py``), CTranslate2 conversion,
 parity and speed (``ct2_export.py``), scoring a manifest (``asr_score.py``), training.
-``evaluate_manifest`` is re-exported here because ``lorakit evaluate`` imports it from this module.
 """
 from __future__ import annotations
 
@@ -262,7 +261,3 @@ def write_model_card(out_dir, base_model: str, data: str, metrics: dict, licence
     tmp.write_text(text, "utf-8")
     os.replace(tmp, out_dir / "README.md")
     return out_dir / "README.md"
-
-
-# `lorakit evaluate --data X.jsonl` imports it from here (asr_score imports nothing from this module).
-from lorakit_nb.asr_score import evaluate_manifest  # noqa: F401

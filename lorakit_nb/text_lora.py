@@ -34,7 +34,6 @@ from lorakit_nb.config import (
 )
 from lorakit_nb.data import load_pairs, make_examples
 from lorakit_nb.live_plot import LossPlotCallback
-from lorakit_nb.text_eval import evaluate_adapter  # noqa: F401  (re-exported: `lorakit evaluate`)
 
 IGNORE = -100  # label value PyTorch's cross_entropy skips
 
@@ -222,7 +221,7 @@ def train_from_config(config_or_path, *, callbacks=None, model=None, tokenizer=N
     if cfg.max_train_examples > 0:
         train_pairs = train_pairs[: cfg.max_train_examples]
     set_seed(cfg.seed)
-    if cfg.num_threads > 0:  # process-wide: on a busy 2-core machine 1 thread beats 2 (no waiting at barriers)
+    if cfg.num_threads > 0:  # process-wide; 1 thread can beat 2 on a busy 2-core machine (no waiting at barriers)
         torch.set_num_threads(cfg.num_threads)
     if model is None:
         model, tokenizer = load_base_model(cfg)

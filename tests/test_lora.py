@@ -7,8 +7,15 @@ import torch
 from peft import LoraConfig, get_peft_model
 from torch import nn
 
-from lorakit_nb.lora import (LoRALinear, copy_lora_weights, count_lora_params, inject_lora,
-                             lora_params_for_linear, merge_lora, trainable_parameters)
+from lorakit_nb.lora import (
+    LoRALinear,
+    copy_lora_weights,
+    count_lora_params,
+    inject_lora,
+    lora_params_for_linear,
+    merge_lora,
+    trainable_parameters,
+)
 from lorakit_nb.lowrank import svd_reconstruction_error
 
 

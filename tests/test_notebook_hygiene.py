@@ -34,7 +34,7 @@ def test_papermill_understands_every_parameter(notebook):
 
     nb = json.loads(notebook.read_text(encoding="utf-8"))
     cell = next(c for c in nb["cells"] if "parameters" in c.get("metadata", {}).get("tags", []))
-    assigned = re.findall(r"^([A-Za-z_]\w*)\s*(?::[^=]+)?=", "".join(cell["source"]), flags=re.M)
+    assigned = re.findall(r"^([A-Za-z_]\w*)\s*(?::[^=]+)?=", "".join(cell["source"]), flags=re.MULTILINE)
     inferred = pm.inspect_notebook(str(notebook))
     assert sorted(inferred) == sorted(assigned), "write one `NAME = value  # comment` per line"
     assert all(name.isupper() for name in inferred), "parameters are UPPER_CASE"

@@ -6,7 +6,12 @@ import pytest
 
 from lorakit_nb.cli import main
 from lorakit_nb.errors import LorakitError
-from lorakit_nb.runner import NotebookFailed, find_notebooks, run_notebook, summary_lines
+from lorakit_nb.runner import (
+    NotebookFailed,
+    find_notebooks,
+    run_notebook,
+    summary_lines,
+)
 
 
 def _write_nb(path, *sources, tag_first=True):
