@@ -162,9 +162,10 @@ def merge_adapter(base_name_or_dir, adapter_dir, out_dir, *, audio_seconds: int 
 
     The base is always reloaded in full precision, also for a QLoRA adapter (trained on 4-bit NF4):
     - Merging in 4-bit (peft's merge on a ``Linear4bit``) computes dequant(W_nf4) + scale * B @ A and
-      RE-QUANTIZES it to NF4's 16 levels per 64-weight block. The LoRA update is mostly far smaller
-      than one quantization step, so rounding throws most of it away: wrong weights, a model that
-      drifts back to the base (peft warns "may get different generations due to rounding errors").
+      RE-QUANTIZES it to NF4's 16 levels per 64-weight block. dequant(NF4(W)) sits exactly on that
+      grid, so each element's update is either dropped (under half a step) or replaced by a whole
+      step: small updates vanish, larger ones come back with rounding noise about their own size
+      (``qlora_merge.requant_curve``; peft warns "may get different generations due to rounding errors").
     - ``base_weights="fp32"`` (default): W_fp32 + scale * B @ A, the real base plus the update; no
       NF4 rounding error (several % of each weight matrix) is baked into the published weights. But
       the adapter was trained against dequant(NF4(W)), so this is not exactly the trained function:

@@ -167,6 +167,31 @@ def test_merge_variants_rows(exported):
     assert s["lora_layers"] == 12 and 0 < s["nf4_rel_error"] < 0.2
 
 
+def test_requant_stats_erased_update():
+    """If the 4-bit merge rounds back to W~ exactly, none of the update is kept and the merge's error
+    is the whole update: kept = <0, dW> / ||dW||^2 = 0, error = ||W~ - (W~ + dW)|| / ||dW|| = 1."""
+    from lorakit_nb.qlora_merge import _requant_stats
+
+    wq, dw = torch.ones(4, 4), torch.full((4, 4), 0.01)
+    assert _requant_stats(wq, dw, wq) == {"kept": 0.0, "error_over_delta": pytest.approx(1.0)}
+    half = _requant_stats(wq, dw, wq + dw / 2)   # half the update survives: kept 0.5, error 0.5
+    assert half == {"kept": pytest.approx(0.5, abs=1e-5), "error_over_delta": pytest.approx(0.5, abs=1e-5)}
+
+
+def test_requant_curve_small_updates_vanish_large_ones_survive():
+    """W~ = dequant(NF4(W)) lies on the NF4 grid, so an element moves only if its share of dW exceeds
+    half a grid step. Gaussian (512, 512) weight, NF4 relative error ~0.09 (grid step ~0.3 sigma):
+    an update of 1 % of ||W|| is rounded away; one of 30 % survives, leaving NF4-sized noise."""
+    from lorakit_nb.qlora_merge import requant_curve
+
+    torch.manual_seed(0)
+    w = torch.randn(512, 512) * 0.05
+    small, large = requant_curve(w, sizes=(0.01, 0.3))
+    assert small["kept"] < 0.1 and small["error_over_delta"] > 0.95
+    assert large["kept"] > 0.9 and large["error_over_delta"] < 0.5
+    assert requant_curve(w, sizes=(0.01,)) == [small]   # deterministic for a seed
+
+
 def test_adapter_on_wrong_base_is_refused(exported, tmp_path):
     """A d_model-32 Whisper cannot take lora_A of shape (4, 64); a Gemma has no encoder modules at all.
     Both must raise ExportError naming the adapter's base and the given one, and write nothing."""
