@@ -3,8 +3,8 @@
 Every notebook starts with `show_env()` and ends with `write_metrics(...)`, so a learner (and CI)
 sees the same facts in the same place.
 
-Covers: package versions, CPU/GPU detection, the fast training dtype (``dtype: auto``), resolving PROFILE = "auto" | "cpu" | "gpu", writing
-and reading `OUTPUT_DIR/metrics.json` atomically.
+Covers: package versions, CPU/GPU detection, the fast training dtype (``dtype: auto``), resolving
+PROFILE = "auto" | "cpu" | "gpu", writing and reading `OUTPUT_DIR/metrics.json` atomically.
 Does not: pick hyper-parameters (each notebook's `parameters` cell does that, visibly).
 """
 from __future__ import annotations
