@@ -34,7 +34,7 @@ lab: $(STAMP)
 # Regenerate the synthetic Mandarin speech corpus (needs Debian/Ubuntu espeak-ng).
 data: $(STAMP)
 	command -v espeak-ng >/dev/null || (apt-get update && apt-get install -y espeak-ng)
-	$(BIN)/python -m lorakit_nb.synth --sentences data/zh_speech/sentences.txt --out data/zh_speech
+	$(BIN)/python -m lorakit_nb.speech.synth --sentences data/zh_speech/sentences.txt --out data/zh_speech
 
 strip: $(STAMP)
 	$(BIN)/nbstripout notebooks/*.ipynb

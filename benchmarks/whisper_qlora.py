@@ -26,7 +26,7 @@ DATA = ROOT / "data" / "zh_speech"
 
 
 def step_costs(args) -> dict:
-    from lorakit_nb.asr_cost import measure_step
+    from lorakit_nb.speech.cost import measure_step
 
     def run(kind, seconds):
         row = measure_step(kind, seconds, model_name=args.model, manifest=DATA / "train.jsonl",
@@ -51,9 +51,9 @@ def step_costs(args) -> dict:
 def training_run(args) -> dict:
     import torch
 
-    from lorakit_nb.asr_eval import evaluate_cer, load_clips
-    from lorakit_nb.asr_lora import add_lora, featurize, fit_window, load_asr_model
-    from lorakit_nb.asr_train import train_asr
+    from lorakit_nb.speech.evaluate import evaluate_cer, load_clips
+    from lorakit_nb.speech.whisper import add_lora, featurize, fit_window, load_asr_model
+    from lorakit_nb.speech.train import train_asr
 
     torch.manual_seed(0)
     train_a, train_t = load_clips(DATA / "train.jsonl")

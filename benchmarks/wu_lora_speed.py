@@ -44,9 +44,9 @@ def main(argv=None) -> dict:
     import torch
     from peft import LoraConfig, get_peft_model
 
-    from lorakit_nb.config import data_files, load_config
-    from lorakit_nb.data import load_pairs
-    from lorakit_nb.text_lora import (
+    from lorakit_nb.text.config import data_files, load_config
+    from lorakit_nb.text.data import load_pairs
+    from lorakit_nb.text.train import (
         PadCollator,
         encode_pairs,
         full_logits_loss,

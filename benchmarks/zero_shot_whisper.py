@@ -1,6 +1,6 @@
 """Zero-shot whisper-base CER on the synthetic Mandarin test split: the baseline later notebooks beat.
 
-Setup: the offline whisper-base (``lorakit_nb.models.load_whisper``), HF greedy decoding with
+Setup: the offline whisper-base (``lorakit_nb.models.resolve.load_whisper``), HF greedy decoding with
 ``language="zh", task="transcribe"``, ``max_new_tokens`` capped (beam search and temperature
 fallback loop on this audio), the full 30 s window (3000 mel frames), fp32 on CPU.
 
@@ -41,8 +41,8 @@ def main(argv: list[str] | None = None) -> dict:
     import torch
 
     from lorakit_nb.metrics import light_normalize, normalize_zh
-    from lorakit_nb.models import load_whisper
-    from lorakit_nb.speech import load_manifest, read_audio
+    from lorakit_nb.models.resolve import load_whisper
+    from lorakit_nb.speech.data import load_manifest, read_audio
 
     rows = load_manifest(args.manifest)[: args.limit]
     model, processor = load_whisper(args.model, language="zh", task="transcribe")

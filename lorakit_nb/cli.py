@@ -24,7 +24,7 @@ def _run(args) -> None:
 
 
 def _train(args) -> None:
-    from .text_lora import train_from_config
+    from lorakit_nb.text.train import train_from_config
 
     res = train_from_config(args.config)
     print(f"adapter saved to {res.adapter_dir} ({res.adapter_bytes / 1e6:.1f} MB) after {res.steps} steps "
@@ -34,9 +34,9 @@ def _train(args) -> None:
 def _evaluate(args) -> None:
     data = args.data.lower()
     if data.endswith(".csv"):
-        from .text_eval import evaluate_adapter
+        from lorakit_nb.text.evaluate import evaluate_adapter
     elif data.endswith((".jsonl", ".json")):
-        from .asr_score import evaluate_manifest as evaluate_adapter
+        from lorakit_nb.speech.score import evaluate_manifest as evaluate_adapter
     else:
         raise LorakitError(f"{args.data}: cannot tell the data type. Use a .csv of wu,mandarin,english "
                            "pairs (text) or a .jsonl manifest of {\"audio\", \"text\"} rows (speech).")
@@ -44,7 +44,7 @@ def _evaluate(args) -> None:
 
 
 def _models(args) -> None:
-    from .models import resolve_model
+    from lorakit_nb.models.resolve import resolve_model
 
     for name in args.names:
         resolved = resolve_model(name)

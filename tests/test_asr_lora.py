@@ -13,14 +13,14 @@ import numpy as np
 import pytest
 import torch
 
-from lorakit_nb.asr_cost import measure_step
-from lorakit_nb.asr_eval import (
+from lorakit_nb.speech.cost import measure_step
+from lorakit_nb.speech.evaluate import (
     load_finetuned,
     max_new_tokens_for,
     save_adapter,
     transcribe,
 )
-from lorakit_nb.asr_lora import (
+from lorakit_nb.speech.whisper import (
     ALL_TARGETS,
     add_lora,
     featurize,
@@ -29,7 +29,7 @@ from lorakit_nb.asr_lora import (
     shrink_audio_context,
     trainable_params,
 )
-from lorakit_nb.asr_train import WhisperCollator, train_asr
+from lorakit_nb.speech.train import WhisperCollator, train_asr
 
 
 def noise(seconds, seed=0):

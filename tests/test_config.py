@@ -1,10 +1,10 @@
-"""Tests for lorakit_nb.config: the lora-scripts keys, typo hints, fail-fast file checks, YAML quirks."""
+"""Tests for lorakit_nb.text.config: the lora-scripts keys, typo hints, fail-fast file checks, YAML quirks."""
 from pathlib import Path
 
 import pytest
 import yaml
 
-from lorakit_nb.config import TrainConfig, config_from_dict, data_files, load_config
+from lorakit_nb.text.config import TrainConfig, config_from_dict, data_files, load_config
 from lorakit_nb.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -83,7 +83,7 @@ def test_bad_values_are_named():
 def test_missing_files_fail_before_training(tmp_path, monkeypatch):
     """A missing dev.csv or a missing local model raises ConfigError inside `train_from_config`
     BEFORE any model is loaded (the loader is replaced by one that fails the test if called)."""
-    from lorakit_nb import text_lora
+    from lorakit_nb.text import train as text_lora
 
     monkeypatch.setattr(text_lora, "load_base_model", lambda cfg: pytest.fail("model loaded before the check"))
     d = _data_dir(tmp_path)

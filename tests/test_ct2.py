@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 import torch
 
-from lorakit_nb.ct2 import ct2_whisper_to_hf, read_ct2_model, whisper_state_dict
-from lorakit_nb.packs import WHISPER_BASE, assemble, pack_files, pack_installed
+from lorakit_nb.models.ct2_reader import ct2_whisper_to_hf, read_ct2_model, whisper_state_dict
+from lorakit_nb.models.packs import WHISPER_BASE, assemble, pack_files, pack_installed
 
 ROOT = Path(__file__).resolve().parents[1]
 SPEECH_TEST = ROOT / "data" / "zh_speech" / "test.jsonl"
@@ -85,7 +85,7 @@ def test_mapping_inverts_ctranslate2s_own_converter(tmp_path):
     ctranslate2 = pytest.importorskip("ctranslate2")
     from transformers import WhisperForConditionalGeneration
 
-    from lorakit_nb.tiny_models import build_tiny_whisper
+    from lorakit_nb.models.tiny import build_tiny_whisper
 
     build_tiny_whisper(tmp_path / "hf")
     ctranslate2.converters.TransformersConverter(str(tmp_path / "hf")).convert(str(tmp_path / "ct2"),

@@ -1,4 +1,4 @@
-"""Tests for lorakit_nb.data: the committed Wu-dialect dataset and the loader's error messages."""
+"""Tests for lorakit_nb.text.data: the committed Wu-dialect dataset and the loader's error messages."""
 from __future__ import annotations
 
 import csv
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from lorakit_nb.data import (
+from lorakit_nb.text.data import (
     DEFAULT_COLUMNS,
     check_pairs,
     glossary_coverage,

@@ -22,7 +22,7 @@ TEST_MANIFEST = ROOT / "data" / "zh_speech" / "test.jsonl"
 
 
 def tiny(**kwargs):
-    from lorakit_nb.models import load_whisper
+    from lorakit_nb.models.resolve import load_whisper
 
     model, processor = load_whisper("tiny-whisper", **kwargs)
     return model.eval(), processor
@@ -57,7 +57,7 @@ def decoder_logits(model, feats):
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     """adapter (fp32 tiny base, non-zero B) -> merged folder; also the peft model's logits."""
-    from lorakit_nb.export import merge_adapter, save_adapter
+    from lorakit_nb.export.merge import merge_adapter, save_adapter
 
     tmp = tmp_path_factory.mktemp("export")
     base, processor = tiny()
@@ -101,9 +101,9 @@ def test_merge_of_qlora_adapter_uses_fp32_base(tmp_path):
     base_weights="nf4" gives dequant(NF4(W)) + update, which behaves like the QLoRA model itself."""
     import bitsandbytes as bnb
 
-    from lorakit_nb.asr_lora import nf4_config
-    from lorakit_nb.export import merge_adapter, save_adapter
-    from lorakit_nb.qlora_merge import nf4_roundtrip
+    from lorakit_nb.speech.whisper import nf4_config
+    from lorakit_nb.export.merge import merge_adapter, save_adapter
+    from lorakit_nb.export.qlora_merge import nf4_roundtrip
 
     q_base, _ = tiny(quantization_config=nf4_config())
     name = "model.encoder.layers.0.self_attn.q_proj"
@@ -146,7 +146,7 @@ def test_merge_variants_rows(exported):
     update; deq-NF4 differs from fp32 merge by exactly the NF4 rounding of W."""
     from transformers import WhisperForConditionalGeneration
 
-    from lorakit_nb.qlora_merge import (
+    from lorakit_nb.export.qlora_merge import (
         merge_variants,
         nf4_roundtrip,
         quantized_linear_names,
@@ -170,7 +170,7 @@ def test_merge_variants_rows(exported):
 def test_requant_stats_erased_update():
     """If the 4-bit merge rounds back to W~ exactly, none of the update is kept and the merge's error
     is the whole update: kept = <0, dW> / ||dW||^2 = 0, error = ||W~ - (W~ + dW)|| / ||dW|| = 1."""
-    from lorakit_nb.qlora_merge import _requant_stats
+    from lorakit_nb.export.qlora_merge import _requant_stats
 
     wq, dw = torch.ones(4, 4), torch.full((4, 4), 0.01)
     assert _requant_stats(wq, dw, wq) == {"kept": 0.0, "error_over_delta": pytest.approx(1.0)}
@@ -182,7 +182,7 @@ def test_requant_curve_small_updates_vanish_large_ones_survive():
     """W~ = dequant(NF4(W)) lies on the NF4 grid, so an element moves only if its share of dW exceeds
     half a grid step. Gaussian (512, 512) weight, NF4 relative error ~0.09 (grid step ~0.3 sigma):
     an update of 1 % of ||W|| is rounded away; one of 30 % survives, leaving NF4-sized noise."""
-    from lorakit_nb.qlora_merge import requant_curve
+    from lorakit_nb.export.qlora_merge import requant_curve
 
     torch.manual_seed(0)
     w = torch.randn(512, 512) * 0.05
@@ -197,7 +197,7 @@ def test_adapter_on_wrong_base_is_refused(exported, tmp_path):
     Both must raise ExportError naming the adapter's base and the given one, and write nothing."""
     from transformers import WhisperConfig, WhisperForConditionalGeneration
 
-    from lorakit_nb.export import merge_adapter
+    from lorakit_nb.export.merge import merge_adapter
 
     base, processor = tiny()
     cfg = WhisperConfig(**{**base.config.to_dict(), "d_model": 32, "encoder_ffn_dim": 64, "decoder_ffn_dim": 64})
@@ -216,7 +216,7 @@ def test_adapter_on_wrong_base_is_refused(exported, tmp_path):
 def ct2_ready(exported):
     """The merged tiny model with every special/timestamp token suppressed (a random model would
     otherwise emit timestamps, which transformers turns into segments), exported as CT2 float32 + int8."""
-    from lorakit_nb.ct2_export import export_ct2
+    from lorakit_nb.export.ct2 import export_ct2
 
     merged_dir = exported["merged_dir"]
     gen_path = merged_dir / "generation_config.json"
@@ -242,8 +242,8 @@ def test_ct2_greedy_tokens_equal_transformers(ct2_ready, seconds):
     model rarely stops, so the 12-token cap is hit: this also pins CT2's max_length = 2 x new tokens."""
     from transformers import WhisperForConditionalGeneration, WhisperProcessor
 
-    from lorakit_nb.asr_lora import shrink_audio_context
-    from lorakit_nb.ct2_export import ct2_generate, load_ct2, prompt_ids
+    from lorakit_nb.speech.whisper import shrink_audio_context
+    from lorakit_nb.export.ct2 import ct2_generate, load_ct2, prompt_ids
 
     model = WhisperForConditionalGeneration.from_pretrained(ct2_ready["merged"]).eval()
     processor = WhisperProcessor.from_pretrained(ct2_ready["merged"])
@@ -263,7 +263,7 @@ def test_ct2_int8_loads_in_faster_whisper(ct2_ready):
     and WhisperModel loads it; int8 weights take ~1 byte per Linear weight vs 4 in float32."""
     from faster_whisper import WhisperModel
 
-    from lorakit_nb.export import dir_bytes
+    from lorakit_nb.export.merge import dir_bytes
 
     for name in ("model.bin", "config.json", "tokenizer.json", "preprocessor_config.json"):
         assert (ct2_ready["int8"] / name).is_file(), name
@@ -273,7 +273,7 @@ def test_ct2_int8_loads_in_faster_whisper(ct2_ready):
 
 
 def test_model_card(tmp_path):
-    from lorakit_nb.export import LICENCES, write_model_card
+    from lorakit_nb.export.merge import LICENCES, write_model_card
 
     (tmp_path / "model.bin").write_bytes(b"x" * 10)
     card = write_model_card(tmp_path, "whisper-base", "40 synthetic clips", {"CER": 0.125}, LICENCES["whisper"],
@@ -301,7 +301,7 @@ def test_evaluate_manifest_json(ct2_ready, tmp_path):
     corpus cer = total edits / total ref chars. The first test sentence 下个季度的目标是用户翻一番
     has 13 characters and no punctuation, so its normalized form is itself and ref_chars is 13.
     CT2 float32 must give the same transcripts as transformers at the same window."""
-    from lorakit_nb.asr_score import evaluate_manifest
+    from lorakit_nb.speech.score import evaluate_manifest
     from lorakit_nb.metrics import normalize_zh
 
     manifest, rows = _tiny_manifest(tmp_path)
@@ -331,9 +331,9 @@ def test_text_adapter_merge_and_missing_run(tmp_path):
     (the notebook skips the part); notebook 02's layout resolves to mandarin/adapter."""
     from peft import LoraConfig, get_peft_model
 
-    from lorakit_nb.export import save_adapter
-    from lorakit_nb.models import load_causal_lm
-    from lorakit_nb.text_export import merge_text_adapter
+    from lorakit_nb.export.merge import save_adapter
+    from lorakit_nb.models.resolve import load_causal_lm
+    from lorakit_nb.export.text import merge_text_adapter
 
     model, _ = load_causal_lm("tiny-gemma")
     peft_model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]))
@@ -353,7 +353,7 @@ def test_text_adapter_merge_and_missing_run(tmp_path):
     assert res["max_abs_logit_diff"] < 1e-4
     assert res["merged_bytes"] > res["adapter_bytes"] > 0
     assert merge_text_adapter(tmp_path / "nothing_here", tmp_path / "merged2") is None
-    from lorakit_nb.text_export import find_adapter
+    from lorakit_nb.export.text import find_adapter
 
     nb02 = tmp_path / "nb02_layout"
     for sub in ("english/adapter", "mandarin/adapter", "mandarin_more/adapter", "mandarin/checkpoint-8"):
@@ -366,7 +366,7 @@ def test_read_predictions_formats(tmp_path):
     """Notebook 03 writes {"rows": [{"reference", "zero_shot", "hypothesis"}, ...]}; a plain list of
     strings is one system's hypotheses. Rows for other clips, a wrong count or a field a plain list
     cannot have are refused with ExportError."""
-    from lorakit_nb.asr_score import read_predictions
+    from lorakit_nb.speech.score import read_predictions
 
     rows = [{"reference": "你好", "zero_shot": "妳好", "hypothesis": "你好"},
             {"reference": "再见", "zero_shot": "在見", "hypothesis": "再见"}]

@@ -7,7 +7,7 @@ import torch
 from peft import LoraConfig, get_peft_model
 from torch import nn
 
-from lorakit_nb.lora import (
+from lorakit_nb.lora.layer import (
     LoRALinear,
     copy_lora_weights,
     count_lora_params,
@@ -16,7 +16,7 @@ from lorakit_nb.lora import (
     merge_lora,
     trainable_parameters,
 )
-from lorakit_nb.lowrank import svd_reconstruction_error
+from lorakit_nb.lora.lowrank import svd_reconstruction_error
 
 
 class OneLayer(nn.Module):

@@ -2,7 +2,7 @@
 import pytest
 from torch import nn
 
-from lorakit_nb.memory import BYTES, estimate_memory, split_params
+from lorakit_nb.lora.memory import BYTES, estimate_memory, split_params
 
 
 def test_full_fp32_is_16_bytes_per_param():

@@ -1,10 +1,10 @@
-"""Tests for lorakit_nb.metrics and lorakit_nb.errors_analysis, with hand-computed expectations."""
+"""Tests for lorakit_nb.metrics and lorakit_nb.cer_analysis, with hand-computed expectations."""
 
 import jiwer
 import pytest
 
 from lorakit_nb.errors import LorakitError
-from lorakit_nb.errors_analysis import (
+from lorakit_nb.cer_analysis import (
     AlignOp,
     align_chars,
     cer_by_length,

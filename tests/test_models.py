@@ -14,9 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from lorakit_nb import models, packs
-from lorakit_nb.models import ModelNotFoundError, resolve_model
-from lorakit_nb.packs import ChecksumError, Pack, PackMissingError
+from lorakit_nb.models import packs
+from lorakit_nb.models import resolve as models
+from lorakit_nb.models.resolve import ModelNotFoundError, resolve_model
+from lorakit_nb.models.packs import ChecksumError, Pack, PackMissingError
 
 REAL_PROBE, REAL_FROM_HUB = models.hub_reachable, models._from_hub
 
@@ -163,7 +164,7 @@ def test_tiny_models_build_in_seconds_and_are_deterministic(tmp_path):
     tiny-gemma's byte-level tokenizer gives 1 <bos> + 3 bytes for "好" -> logits (1, 4, 260)."""
     import torch
 
-    from lorakit_nb.tiny_models import build_tiny_gemma
+    from lorakit_nb.models.tiny import build_tiny_gemma
 
     started = time.perf_counter()
     model, tok = models.load_causal_lm("tiny-gemma", cache_dir=tmp_path)

@@ -1,4 +1,4 @@
-"""Tests for lorakit_nb.speech (manifests, audio reading) and the pure parts of lorakit_nb.synth.
+"""Tests for lorakit_nb.speech.data (manifests, audio reading) and the pure parts of lorakit_nb.speech.synth.
 
 Test audio is written with soundfile from numpy sine waves, so every expected length and
 frequency is computed by hand in the docstrings. None of these tests need espeak-ng.
@@ -13,15 +13,15 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from lorakit_nb import synth
+from lorakit_nb.speech import synth
 from lorakit_nb.errors import AudioError, LorakitError
-from lorakit_nb.speech import (
+from lorakit_nb.speech.data import (
     load_manifest,
     manifest_from_folder,
     read_audio,
     validate_manifest,
 )
-from lorakit_nb.synth import clip_params, read_sentences, split_of, trim_silence
+from lorakit_nb.speech.synth import clip_params, read_sentences, split_of, trim_silence
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "zh_speech"
 SPLITS = ("train", "dev", "test")

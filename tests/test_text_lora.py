@@ -1,4 +1,4 @@
-"""Tests for lorakit_nb.text_lora / text_eval / adapters on tiny-gemma (random weights, byte-level tokenizer).
+"""Tests for lorakit_nb.text.train / text_eval / adapters on tiny-gemma (random weights, byte-level tokenizer).
 
 tiny-gemma's tokenizer maps every UTF-8 byte to one id (0..255) and prepends <bos> (id 258), so the
 expected ids below can be derived by hand from the bytes of the text.
@@ -11,10 +11,10 @@ import pytest
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 
-from lorakit_nb.adapters import adapter_scale, load_adapters, lora_scalings
-from lorakit_nb.models import load_causal_lm
-from lorakit_nb.text_eval import evaluate_adapter, generate_batch
-from lorakit_nb.text_lora import (
+from lorakit_nb.text.adapters import adapter_scale, load_adapters, lora_scalings
+from lorakit_nb.models.resolve import load_causal_lm
+from lorakit_nb.text.evaluate import evaluate_adapter, generate_batch
+from lorakit_nb.text.train import (
     IGNORE,
     PadCollator,
     encode_pair,

@@ -28,7 +28,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from lorakit_nb.errors import LorakitError
-from lorakit_nb.packs import (
+from lorakit_nb.models.packs import (
     GEMMA_270M,
     MANIFEST,
     PIP_FIX,
@@ -36,7 +36,7 @@ from lorakit_nb.packs import (
     build_gemma_270m,
     build_whisper_base,
 )
-from lorakit_nb.tiny_models import build_tiny_gemma, build_tiny_whisper
+from lorakit_nb.models.tiny import build_tiny_gemma, build_tiny_whisper
 
 SOURCES = ("local", "hf-cache", "hub", "offline-pack", "tiny-random")
 _HUB_FILES = ["*.json", "*.safetensors", "*.txt", "*.model"]  # never pickles, never the TF/Flax copies
@@ -203,7 +203,7 @@ def _resolve_named(raw: str, spec: ModelSpec | None, root: Path, offline: bool, 
         raise ModelNotFoundError(f"{target} exists but has no {MANIFEST}: it was not built by lorakit or was "
                                  "changed by hand. Delete that folder and run again to rebuild it.")
     if spec.pack is not None:
-        from lorakit_nb.packs import PackMissingError, pack_files
+        from lorakit_nb.models.packs import PackMissingError, pack_files
 
         try:
             pack_files(spec.pack)

@@ -240,7 +240,7 @@ def check_inputs(cfg: TrainConfig, lines=None) -> None:
         raise ConfigError(f"{_where(where, lines, 'base_model')}: {model} is a GGML v3 file; transformers "
                           "cannot load it. Use a transformers folder, a .gguf file, an offline name such as "
                           "gemma-3-270m, or a hub id.")
-    from lorakit_nb.models import ModelNotFoundError, resolve_model
+    from lorakit_nb.models.resolve import ModelNotFoundError, resolve_model
 
     try:  # build=False: report a missing model now, convert an installed offline pack later, at load time
         resolve_model(model, build=False, quiet=True)

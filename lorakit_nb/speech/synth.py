@@ -3,12 +3,12 @@
 Covers: reading a sentence list, a stable train/dev/test split BY SENTENCE, one or more clips per
 sentence with seeded random speed and pitch, 16 kHz mono FLAC files and JSONL manifests in the kit's
 format ``{"audio": "audio/xxx.flac", "text": "..."}`` (paths relative to the manifest's folder).
-Does NOT cover: reading or validating manifests for training (``lorakit_nb.speech`` does that), real
+Does NOT cover: reading or validating manifests for training (``lorakit_nb.speech.data`` does that), real
 recordings, or any voice but espeak-ng's Mandarin.
 
 Run it (needs the Debian/Ubuntu package ``espeak-ng``: ``sudo apt-get install espeak-ng``)::
 
-    python -m lorakit_nb.synth --sentences data/zh_speech/sentences.txt --out data/zh_speech
+    python -m lorakit_nb.speech.synth --sentences data/zh_speech/sentences.txt --out data/zh_speech
 
 Why ``cmn-latn-pinyin``: espeak-ng 1.51 (Debian bookworm) has two Mandarin voices. ``cmn`` reads its
 internal pinyin tone digits as English numbers ("jin one tian one"); ``cmn-latn-pinyin`` reads the
@@ -223,7 +223,7 @@ def build_corpus(sentences: str | Path, out: str | Path, seed: int = 0, train_cl
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m lorakit_nb.synth", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m lorakit_nb.speech.synth", description=__doc__.split("\n\n")[0])
     ap.add_argument("--sentences", required=True, help="text file, one sentence per line")
     ap.add_argument("--out", required=True, help="output folder (audio/ and *.jsonl go here)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the speed/pitch draws")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from lorakit_nb.export import (
+from lorakit_nb.export.merge import (
     dir_bytes,
     load_base_fp32,
     merge_adapter,

@@ -76,7 +76,7 @@ def memory_table(linear_params: int, other_params: int, lora_trainable: int, dty
 _MEASURE = textwrap.dedent("""
     import json, resource, sys, torch
     from torch import nn
-    from lorakit_nb.lora import inject_lora
+    from lorakit_nb.lora.layer import inject_lora
     method, width, blocks = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
     torch.manual_seed(0)
     def rss_mb():  # current resident set size, from /proc (Linux)

@@ -148,7 +148,7 @@ def check_adapter_base(model, adapter_dir, base_name: str = "") -> int:
 
 def load_base_fp32(name_or_dir):
     """(model, processor or tokenizer) in float32 for "whisper-base", "gemma-3-270m", tiny-* or a folder."""
-    from lorakit_nb.models import load_causal_lm, load_whisper, resolve_model
+    from lorakit_nb.models.resolve import load_causal_lm, load_whisper, resolve_model
 
     kind = resolve_model(name_or_dir, quiet=True).kind
     if kind == "whisper":
@@ -185,7 +185,7 @@ def merge_adapter(base_name_or_dir, adapter_dir, out_dir, *, audio_seconds: int 
     """
     from peft import PeftModel
 
-    from lorakit_nb.models import resolve_model
+    from lorakit_nb.models.resolve import resolve_model
 
     adapter_dir = Path(adapter_dir)
     cfg, _ = read_adapter(adapter_dir)
@@ -197,7 +197,7 @@ def merge_adapter(base_name_or_dir, adapter_dir, out_dir, *, audio_seconds: int 
     base_path = Path(resolve_model(base_name_or_dir, quiet=True).path)
     check_adapter_base(model, adapter_dir, str(base_name_or_dir))
     if base_weights == "nf4":  # the weights a QLoRA adapter saw in training (asr_lora.nf4_config's recipe)
-        from lorakit_nb.qlora_merge import nf4_roundtrip, quantized_linear_names
+        from lorakit_nb.export.qlora_merge import nf4_roundtrip, quantized_linear_names
 
         with torch.no_grad():
             for name in quantized_linear_names(model):
@@ -206,7 +206,7 @@ def merge_adapter(base_name_or_dir, adapter_dir, out_dir, *, audio_seconds: int 
     merged = PeftModel.from_pretrained(model, adapter_dir).merge_and_unload()  # W + (alpha / r) * B @ A
     is_whisper = merged.config.model_type == "whisper"
     if is_whisper:
-        from lorakit_nb.asr_lora import set_language_prefix, shrink_audio_context
+        from lorakit_nb.speech.whisper import set_language_prefix, shrink_audio_context
 
         set_language_prefix(merged, proc, trained.get("language", "zh"))  # generate() defaults to zh/transcribe
         if audio_seconds:

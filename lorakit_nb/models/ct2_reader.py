@@ -252,7 +252,7 @@ def ct2_whisper_to_hf(ct2_dir: str | Path, out_dir: str | Path, *, language: str
     from safetensors.torch import save_file
     from transformers import WhisperForConditionalGeneration
 
-    from lorakit_nb.whisper_hf import (
+    from lorakit_nb.models.whisper_hf import (
         save_whisper_extras,
         whisper_generation_config,
         whisper_tokenizer,

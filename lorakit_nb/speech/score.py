@@ -44,7 +44,7 @@ def load_for_eval(model_or_dir, *, longest_seconds: float, audio_seconds=None, b
     NF4 when ``lorakit_asr.json`` says it was trained that way (``quantize`` overrides).
     Example: load_for_eval("runs/03/adapter", longest_seconds=3.4) -> ("hf", PeftModel, processor, 5)
     """
-    from lorakit_nb.asr_lora import load_asr_model
+    from lorakit_nb.speech.whisper import load_asr_model
 
     if isinstance(model_or_dir, tuple):  # an already-loaded (model, processor)
         model, processor = model_or_dir
@@ -58,7 +58,7 @@ def load_for_eval(model_or_dir, *, longest_seconds: float, audio_seconds=None, b
     if (folder / "model.bin").is_file():
         from transformers import WhisperProcessor
 
-        from lorakit_nb.ct2_export import load_ct2
+        from lorakit_nb.export.ct2 import load_ct2
 
         processor = WhisperProcessor.from_pretrained(folder)
         _set_window(processor, seconds)
@@ -139,7 +139,7 @@ def evaluate_manifest(model_or_dir, manifest, out_json=None, *, audio_seconds=No
 
     from lorakit_nb.env import write_json_atomic
     from lorakit_nb.metrics import cer_per_utterance, cer_report
-    from lorakit_nb.speech import load_manifest, read_audio
+    from lorakit_nb.speech.data import load_manifest, read_audio
 
     rows = load_manifest(manifest)
     audios = [read_audio(r["audio"]) for r in rows]
@@ -150,11 +150,11 @@ def evaluate_manifest(model_or_dir, manifest, out_json=None, *, audio_seconds=No
                                                     quantize=quantize)
     t0 = time.perf_counter()
     if kind == "ct2":
-        from lorakit_nb.ct2_export import ct2_transcribe
+        from lorakit_nb.export.ct2 import ct2_transcribe
 
         hyps = ct2_transcribe(model, processor, audios, batch_size=batch_size)
     else:
-        from lorakit_nb.asr_eval import transcribe
+        from lorakit_nb.speech.evaluate import transcribe
 
         hyps = transcribe(model, processor, audios, batch_size=batch_size, desc="evaluate")
     seconds_taken = time.perf_counter() - t0

@@ -44,7 +44,7 @@ def export_ct2(merged_dir, out_dir, quantization: str = "int8") -> Path:
     import ctranslate2
     from ctranslate2.converters import TransformersConverter
 
-    from lorakit_nb.export import atomic_dir
+    from lorakit_nb.export.merge import atomic_dir
 
     merged_dir = Path(merged_dir)
     if quantization not in QUANTIZATIONS:
@@ -96,8 +96,8 @@ def ct2_transcribe(ct2_model, processor, audios, *, batch_size: int = 8, per_sec
 
     Example: ct2_transcribe(load_ct2("runs/04/ct2_int8"), processor, audios) -> ["今天...", ...]
     """
-    from lorakit_nb.asr_eval import max_new_tokens_for
-    from lorakit_nb.asr_lora import featurize
+    from lorakit_nb.speech.evaluate import max_new_tokens_for
+    from lorakit_nb.speech.whisper import featurize
 
     feats = featurize(processor, audios)
     order = sorted(range(len(feats)), key=lambda i: feats[i]["seconds"])
@@ -122,7 +122,7 @@ def faster_whisper_transcribe(ct2_dir, audios, *, compute_type: str = "int8", la
     import torch
     from faster_whisper import WhisperModel
 
-    from lorakit_nb.asr_eval import max_new_tokens_for
+    from lorakit_nb.speech.evaluate import max_new_tokens_for
 
     model = WhisperModel(str(ct2_dir), device="cpu", compute_type=compute_type, cpu_threads=torch.get_num_threads())
     out = []
@@ -144,7 +144,7 @@ def parity_check(hf_model, processor, ct2_dir, audios, references, *, compute_ty
     ``faster_whisper_clips=n`` also transcribes the first n clips through faster-whisper's API.
     Example: -> {"cer_hf": 0.121, "cer_ct2": 0.118, "cer_gap_points": 0.3, "agreement": 0.95, ...}
     """
-    from lorakit_nb.asr_eval import transcribe
+    from lorakit_nb.speech.evaluate import transcribe
     from lorakit_nb.metrics import cer, normalize_zh
 
     refs = list(references)
@@ -179,8 +179,8 @@ def speed_check(hf_model, processor, ct2_dir, audios, *, compute_type: str = "in
     """
     import torch
 
-    from lorakit_nb.asr_eval import max_new_tokens_for
-    from lorakit_nb.asr_lora import featurize
+    from lorakit_nb.speech.evaluate import max_new_tokens_for
+    from lorakit_nb.speech.whisper import featurize
 
     feats = featurize(processor, audios)
     frames = feats[0]["input_features"].shape[-1]

@@ -100,8 +100,8 @@ def load_manifest(path: str | Path, check_files: bool = True) -> list[dict]:
     """
     path = Path(path)
     if not path.is_file():
-        raise AudioError(f"{path}: manifest not found; build one with lorakit_nb.synth or "
-                         "lorakit_nb.speech.manifest_from_folder.")
+        raise AudioError(f"{path}: manifest not found; build one with lorakit_nb.speech.synth or "
+                         "lorakit_nb.speech.data.manifest_from_folder.")
     rows, problems, n = _parse_rows(path, check_files)
     if problems:
         raise AudioError(_format_problems(path, problems, n)

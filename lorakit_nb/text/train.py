@@ -24,16 +24,16 @@ from transformers import (
     set_seed,
 )
 
-from lorakit_nb.adapters import FlatAdapterCheckpoints, save_adapter
-from lorakit_nb.config import (
+from lorakit_nb.text.adapters import FlatAdapterCheckpoints, save_adapter
+from lorakit_nb.text.config import (
     TrainConfig,
     check_inputs,
     config_from_dict,
     data_files,
     load_config,
 )
-from lorakit_nb.data import load_pairs, make_examples
-from lorakit_nb.live_plot import LossPlotCallback
+from lorakit_nb.text.data import load_pairs, make_examples
+from lorakit_nb.text.plot import LossPlotCallback
 
 IGNORE = -100  # label value PyTorch's cross_entropy skips
 
@@ -150,7 +150,7 @@ class TrainResult:
 
 def load_base_model(cfg: TrainConfig):
     """(model, tokenizer) for `cfg.base_model`, quantized with bitsandbytes when `cfg.quantization` asks."""
-    from lorakit_nb.models import load_causal_lm
+    from lorakit_nb.models.resolve import load_causal_lm
 
     kwargs = {"dtype": getattr(torch, cfg.dtype)}
     if cfg.quantization != "none":

@@ -17,9 +17,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from lorakit_nb.ct2 import building_dir
-from lorakit_nb.packs import MANIFEST, WHISPER_BASE, PackMissingError, pack_files
-from lorakit_nb.whisper_hf import (
+from lorakit_nb.models.ct2_reader import building_dir
+from lorakit_nb.models.packs import MANIFEST, WHISPER_BASE, PackMissingError, pack_files
+from lorakit_nb.models.whisper_hf import (
     AFTER_LANGUAGES,
     added_token,
     save_whisper_extras,

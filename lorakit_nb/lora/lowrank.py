@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .lora import LoRALinear
+from lorakit_nb.lora.layer import LoRALinear
 
 
 def svd_reconstruction_error(delta: torch.Tensor, ranks) -> list[float]:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import torch
 from transformers import TrainerCallback
 
-from lorakit_nb.asr_eval import transcribe
+from lorakit_nb.speech.evaluate import transcribe
 
 
 @dataclass

@@ -129,7 +129,7 @@ def load_asr_model(name: str = "whisper-base", *, quantize: bool = False, audio_
     ``shrink_audio_context``; the language prefix is always set.
     Example: model, processor = load_asr_model("whisper-base", quantize=True, audio_seconds=5)
     """
-    from lorakit_nb.models import load_whisper
+    from lorakit_nb.models.resolve import load_whisper
 
     kwargs = {"quantization_config": nf4_config()} if quantize else {}
     model, processor = load_whisper(name, **kwargs)

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lorakit_nb.asr_lora import fast_4bit_inference, featurize
+from lorakit_nb.speech.whisper import fast_4bit_inference, featurize
 
 META_FILE = "lorakit_asr.json"
 
@@ -131,7 +131,7 @@ def load_finetuned(adapter_dir, base_model=None, quantize: bool = False):
     """
     from peft import PeftModel
 
-    from lorakit_nb.asr_lora import load_asr_model
+    from lorakit_nb.speech.whisper import load_asr_model
 
     adapter_dir = Path(adapter_dir)
     if not (adapter_dir / "adapter_config.json").exists():
@@ -148,7 +148,7 @@ def load_clips(manifest) -> tuple[list, list]:
 
     Example: audios, texts = load_clips("data/zh_speech/test.jsonl"); len(audios) -> 40
     """
-    from lorakit_nb.speech import load_manifest, read_audio
+    from lorakit_nb.speech.data import load_manifest, read_audio
 
     rows = load_manifest(manifest)
     return [read_audio(r["audio"]) for r in rows], [r["text"] for r in rows]

@@ -47,15 +47,15 @@ def _weight_bytes(model) -> int:
 
 
 def _measure_here(kind, seconds, model_name, manifest, batch_size, steps, r, checkpointing) -> dict:
-    from lorakit_nb.asr_lora import (
+    from lorakit_nb.speech.whisper import (
         add_lora,
         enable_checkpointing,
         featurize,
         load_asr_model,
         trainable_params,
     )
-    from lorakit_nb.asr_train import WhisperCollator
-    from lorakit_nb.speech import load_manifest, read_audio
+    from lorakit_nb.speech.train import WhisperCollator
+    from lorakit_nb.speech.data import load_manifest, read_audio
 
     torch.manual_seed(0)
     cuda = torch.cuda.is_available()
@@ -117,7 +117,7 @@ def measure_step(kind: str, seconds: int = 5, *, model_name: str = "whisper-base
         raise ValueError(f"kind must be 'lora', 'qlora' or 'full', got {kind!r}")
     args = {"kind": kind, "seconds": int(seconds), "model_name": model_name, "manifest": str(manifest),
             "batch_size": batch_size, "steps": steps, "r": r, "checkpointing": checkpointing}
-    proc = subprocess.run([sys.executable, "-m", "lorakit_nb.asr_cost", json.dumps(args)], capture_output=True,
+    proc = subprocess.run([sys.executable, "-m", "lorakit_nb.speech.cost", json.dumps(args)], capture_output=True,
                           text=True, timeout=timeout, check=False)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
     if proc.returncode != 0 or not lines:
