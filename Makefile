@@ -1,5 +1,6 @@
 # lorakit-nb — every target creates the virtual environment first if it is missing.
 #   make run    execute all notebooks headless (CPU/offline profile) into runs/, print their numbers
+#   make smoke  every notebook on tiny random models and tiny data (plumbing only, <= 3 min), into runs/smoke/
 #   make test   run the test suite (unit tests + every notebook through papermill)
 #   make lab    open the notebooks in JupyterLab
 PYTHON ?= python3
@@ -9,7 +10,7 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.lorakit-installed
 
-.PHONY: run test unit lab data strip clean
+.PHONY: run smoke test unit lab data strip clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,6 +22,9 @@ $(STAMP): pyproject.toml
 
 run: $(STAMP)
 	$(BIN)/lorakit run --profile cpu --run-dir runs
+
+smoke: $(STAMP)
+	$(BIN)/lorakit run --profile smoke --run-dir runs/smoke
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -rs

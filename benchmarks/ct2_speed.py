@@ -37,11 +37,11 @@ def main(argv: list[str] | None = None) -> dict:
     import transformers
 
     transformers.logging.set_verbosity_error()  # generate() warns on every call that max_new_tokens beats max_length
-    from lorakit_nb.speech.whisper import load_asr_model, shrink_audio_context
     from lorakit_nb.export.ct2 import export_ct2, speed_check
     from lorakit_nb.export.merge import dir_bytes, weights_bytes
     from lorakit_nb.models.resolve import resolve_model
     from lorakit_nb.speech.data import load_manifest, read_audio
+    from lorakit_nb.speech.whisper import load_asr_model, shrink_audio_context
 
     src = Path(resolve_model(args.model).path)
     audios = [read_audio(r["audio"]) for r in load_manifest(args.manifest)[: args.clips]]

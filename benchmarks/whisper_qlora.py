@@ -52,8 +52,13 @@ def training_run(args) -> dict:
     import torch
 
     from lorakit_nb.speech.evaluate import evaluate_cer, load_clips
-    from lorakit_nb.speech.whisper import add_lora, featurize, fit_window, load_asr_model
     from lorakit_nb.speech.train import train_asr
+    from lorakit_nb.speech.whisper import (
+        add_lora,
+        featurize,
+        fit_window,
+        load_asr_model,
+    )
 
     torch.manual_seed(0)
     train_a, train_t = load_clips(DATA / "train.jsonl")

@@ -1,6 +1,6 @@
 """The `lorakit` command: run the course, train from a YAML config, evaluate an adapter, fetch models.
 
-    lorakit run [--profile cpu|gpu|auto] [--only 01,03] [--run-dir runs]
+    lorakit run [--profile cpu|gpu|auto|smoke] [--only 01,03] [--run-dir runs]
     lorakit train --config data/configs/wu_dialect_lora.yaml
     lorakit evaluate --adapter DIR --data FILE.csv|FILE.jsonl [--out metrics.json]
     lorakit models [NAME ...]
@@ -56,7 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("run", help="execute the notebooks in order with papermill and print their numbers")
-    p.add_argument("--profile", default="cpu", help="cpu (default, offline), gpu, or auto")
+    p.add_argument("--profile", default="cpu", choices=("cpu", "gpu", "auto", "smoke"),
+                   help="cpu (default, offline), gpu, auto, or smoke (tiny random models, about 3 min)")
     p.add_argument("--only", default=None, help="comma-separated notebook numbers, e.g. 01,03")
     p.add_argument("--run-dir", default="runs", help="where executed notebooks and outputs go")
     p.add_argument("--timeout", type=int, default=3600, help="per-cell execution timeout in seconds")
@@ -84,6 +85,9 @@ def main(argv=None) -> int:
         args.func(args)
     except LorakitError as exc:
         print(f"lorakit {args.command}: {exc}", file=sys.stderr)
+        return 1
+    except FileNotFoundError as exc:  # a path the user typed: one line naming it, no traceback
+        print(f"lorakit {args.command}: {exc.filename or exc}: no such file or folder; check the path", file=sys.stderr)
         return 1
     return 0
 

@@ -10,14 +10,12 @@ Does not: pick hyper-parameters (each notebook's `parameters` cell does that, vi
 from __future__ import annotations
 
 import json
-import os
 import platform
-import tempfile
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 KEY_PACKAGES = ("torch", "transformers", "peft", "bitsandbytes", "datasets", "jiwer", "ctranslate2")
-PROFILES = ("cpu", "gpu")
+PROFILES = ("cpu", "gpu", "smoke")  # smoke: tiny random models, plumbing checks only
 
 
 def package_version(name: str) -> str:
@@ -72,9 +70,10 @@ def fast_dtype(on_gpu: bool | None = None) -> str:
 
 
 def resolve_profile(profile: str = "auto") -> str:
-    """Turn the notebook's PROFILE switch into "cpu" or "gpu" and say why.
+    """Turn the notebook's PROFILE switch into "cpu", "gpu" or "smoke" and say why.
 
-    "auto" -> "gpu" if CUDA is available else "cpu". An explicit value is kept as given.
+    "auto" -> "gpu" if CUDA is available else "cpu". An explicit value is kept as given; "smoke" runs
+    every cell on tiny random models and tiny data (plumbing checks, numbers mean nothing).
     Example: resolve_profile("auto") on a laptop -> prints `PROFILE auto -> cpu (no CUDA GPU found)`.
     """
     profile = (profile or "auto").lower()
@@ -84,34 +83,12 @@ def resolve_profile(profile: str = "auto") -> str:
         print(f"PROFILE auto -> {resolved} ({why})")
         return resolved
     if profile not in PROFILES:
-        raise ValueError(f"PROFILE must be 'auto', 'cpu' or 'gpu', not {profile!r}: fix the parameters cell.")
+        raise ValueError(f"PROFILE must be 'auto', 'cpu', 'gpu' or 'smoke', not {profile!r}: fix the parameters cell.")
     print(f"PROFILE {profile}")
     return profile
 
 
-def write_json_atomic(path, data) -> Path:
-    """Write JSON to a temp file next to `path`, then rename: readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, ensure_ascii=False, indent=2, default=_jsonable)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def _jsonable(obj):
-    # numpy / torch scalars and paths, so notebooks can pass what they computed as is
-    if hasattr(obj, "item"):
-        return obj.item()
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(f"metrics value of type {type(obj).__name__} is not JSON-serialisable")
+from lorakit_nb.io import write_json_atomic
 
 
 def write_metrics(output_dir, metrics: dict, name: str = "metrics.json") -> Path:

@@ -108,14 +108,18 @@ def run_course(run_dir="runs", profile: str = "cpu", only=None, timeout: int = 3
     run_dir.mkdir(parents=True, exist_ok=True)
     notebooks = find_notebooks(only)
     results = {}
+    course_start = time.perf_counter()
     for i, nb in enumerate(notebooks, 1):
         print(f"[{i}/{len(notebooks)}] {nb.name}  (profile {profile}, timeout {timeout}s per cell)", flush=True)
         start = time.perf_counter()
         metrics = run_notebook(nb, run_dir, profile, timeout)
         results[nb.name[:2]] = (metrics, time.perf_counter() - start)
     lines = summary_lines(results)
+    total = time.perf_counter() - course_start
+    lines.append(f"all {'total wall seconds':34s} {total:.0f}")
     print("\nSummary (from each notebook's metrics.json)\n" + "\n".join(lines))
     write_json_atomic(run_dir / "summary.json",
                       {n: {"wall_seconds": s, "metrics": m} for n, (m, s) in results.items()})
     (run_dir / "summary.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    print(f"\n{len(results)} notebooks, profile {profile}: {total:.0f} s total wall time ({total / 60:.1f} min)")
     return results

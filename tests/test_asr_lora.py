@@ -13,13 +13,14 @@ import numpy as np
 import pytest
 import torch
 
+from lorakit_nb.io import SpeechSidecar, save_adapter
 from lorakit_nb.speech.cost import measure_step
 from lorakit_nb.speech.evaluate import (
-    load_finetuned,
     max_new_tokens_for,
-    save_adapter,
     transcribe,
 )
+from lorakit_nb.speech.score import load_for_eval
+from lorakit_nb.speech.train import WhisperCollator, train_asr
 from lorakit_nb.speech.whisper import (
     ALL_TARGETS,
     add_lora,
@@ -29,7 +30,6 @@ from lorakit_nb.speech.whisper import (
     shrink_audio_context,
     trainable_params,
 )
-from lorakit_nb.speech.train import WhisperCollator, train_asr
 
 
 def noise(seconds, seed=0):
@@ -170,10 +170,12 @@ def test_save_and_reload_adapter_gives_same_transcripts(tmp_path):
             if "lora_B" in n:
                 p.normal_(std=0.5)  # a zero B would make any loading bug invisible
     audios = noise([1.0, 1.7])
-    n_bytes = save_adapter(model, processor, tmp_path / "adapter", base_model="tiny-whisper", audio_seconds=2)
+    n_bytes = save_adapter(model, tmp_path / "adapter", processor=processor,
+                           sidecar=SpeechSidecar(base_model="tiny-whisper", audio_seconds=2))
     assert (tmp_path / "adapter" / "adapter_model.safetensors").stat().st_size == n_bytes > 6_144 * 4
     assert json.loads((tmp_path / "adapter" / "lorakit_asr.json").read_text())["audio_seconds"] == 2
-    again, processor2 = load_finetuned(tmp_path / "adapter")
+    kind, again, processor2, seconds = load_for_eval(tmp_path / "adapter", longest_seconds=1.7)
+    assert (kind, seconds) == ("hf", 2)
     assert processor2.feature_extractor.nb_max_frames == 200
     kw = {"max_new_tokens": 4, "progress": False}
     assert transcribe(model, processor, audios, **kw) == transcribe(again, processor2, audios, **kw)
@@ -194,3 +196,38 @@ def test_measure_step_reports_time_memory_and_counts():
     assert row["s_per_step"] > 0 and row["peak_gb"] > 0 and math.isfinite(row["loss"])
     with pytest.raises(ValueError, match="kind"):
         measure_step("int8")
+
+
+def test_every_whisper_entry_point_puts_a_qlora_adapter_on_nf4(tmp_path, monkeypatch):
+    """A QLoRA adapter (trained on 4-bit NF4) is a different function on an fp32 base, so every way
+    the kit loads one (notebook 04 and `lorakit evaluate` both go through ``load_for_eval``, the
+    CLI through ``evaluate_manifest``) must rebuild the NF4 base it was trained on."""
+    import bitsandbytes as bnb
+
+    from lorakit_nb import cli
+    from lorakit_nb.speech import score
+
+    model, processor = load_asr_model("tiny-whisper", quantize=True, audio_seconds=2)
+    model = add_lora(model, r=4, alpha=8, checkpointing=False)
+    save_adapter(model, tmp_path / "adapter", processor=processor,
+                 sidecar=SpeechSidecar(base_model="tiny-whisper", audio_seconds=2, quantized=True))
+    loaded = []
+    real = score.load_for_eval
+
+    def spy(*args, **kwargs):
+        out = real(*args, **kwargs)
+        loaded.append(out[1])
+        return out
+
+    monkeypatch.setattr(score, "load_for_eval", spy)
+    _, direct, _, _ = real(tmp_path / "adapter", longest_seconds=1.0)
+    manifest = tmp_path / "m.jsonl"
+    import soundfile as sf
+    sf.write(tmp_path / "a.wav", noise([1.0])[0], 16_000)
+    manifest.write_text(json.dumps({"audio": "a.wav", "text": "你好"}) + "\n", encoding="utf-8")
+    assert cli.main(["evaluate", "--adapter", str(tmp_path / "adapter"), "--data", str(manifest),
+                     "--out", str(tmp_path / "eval.json")]) == 0
+    for m in [direct, *loaded]:
+        n4 = sum(isinstance(x, bnb.nn.Linear4bit) for x in m.modules())
+        assert n4 > 0, "the adapter was put on a full-precision base, not the NF4 base it was trained on"
+    assert len(loaded) == 1

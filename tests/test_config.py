@@ -4,8 +4,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lorakit_nb.text.config import TrainConfig, config_from_dict, data_files, load_config
 from lorakit_nb.errors import ConfigError
+from lorakit_nb.text.config import (
+    TrainConfig,
+    config_from_dict,
+    data_files,
+    load_config,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "data" / "configs"

@@ -14,7 +14,11 @@ import numpy as np
 import pytest
 import torch
 
-from lorakit_nb.models.ct2_reader import ct2_whisper_to_hf, read_ct2_model, whisper_state_dict
+from lorakit_nb.models.ct2_reader import (
+    ct2_whisper_to_hf,
+    read_ct2_model,
+    whisper_state_dict,
+)
 from lorakit_nb.models.packs import WHISPER_BASE, assemble, pack_files, pack_installed
 
 ROOT = Path(__file__).resolve().parents[1]

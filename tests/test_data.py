@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from lorakit_nb.errors import DataError, LorakitError
 from lorakit_nb.text.data import (
     DEFAULT_COLUMNS,
     check_pairs,
@@ -14,7 +15,6 @@ from lorakit_nb.text.data import (
     load_splits,
     make_examples,
 )
-from lorakit_nb.errors import DataError, LorakitError
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "wu_dialect"
 HEADER = "wu,mandarin,english\n"

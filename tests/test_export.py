@@ -57,7 +57,8 @@ def decoder_logits(model, feats):
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     """adapter (fp32 tiny base, non-zero B) -> merged folder; also the peft model's logits."""
-    from lorakit_nb.export.merge import merge_adapter, save_adapter
+    from lorakit_nb.export.merge import merge_adapter
+    from lorakit_nb.io import save_adapter
 
     tmp = tmp_path_factory.mktemp("export")
     base, processor = tiny()
@@ -101,9 +102,10 @@ def test_merge_of_qlora_adapter_uses_fp32_base(tmp_path):
     base_weights="nf4" gives dequant(NF4(W)) + update, which behaves like the QLoRA model itself."""
     import bitsandbytes as bnb
 
-    from lorakit_nb.speech.whisper import nf4_config
-    from lorakit_nb.export.merge import merge_adapter, save_adapter
+    from lorakit_nb.export.merge import merge_adapter
     from lorakit_nb.export.qlora_merge import nf4_roundtrip
+    from lorakit_nb.io import save_adapter
+    from lorakit_nb.speech.whisper import nf4_config
 
     q_base, _ = tiny(quantization_config=nf4_config())
     name = "model.encoder.layers.0.self_attn.q_proj"
@@ -242,8 +244,8 @@ def test_ct2_greedy_tokens_equal_transformers(ct2_ready, seconds):
     model rarely stops, so the 12-token cap is hit: this also pins CT2's max_length = 2 x new tokens."""
     from transformers import WhisperForConditionalGeneration, WhisperProcessor
 
-    from lorakit_nb.speech.whisper import shrink_audio_context
     from lorakit_nb.export.ct2 import ct2_generate, load_ct2, prompt_ids
+    from lorakit_nb.speech.whisper import shrink_audio_context
 
     model = WhisperForConditionalGeneration.from_pretrained(ct2_ready["merged"]).eval()
     processor = WhisperProcessor.from_pretrained(ct2_ready["merged"])
@@ -263,7 +265,7 @@ def test_ct2_int8_loads_in_faster_whisper(ct2_ready):
     and WhisperModel loads it; int8 weights take ~1 byte per Linear weight vs 4 in float32."""
     from faster_whisper import WhisperModel
 
-    from lorakit_nb.export.merge import dir_bytes
+    from lorakit_nb.io import dir_bytes
 
     for name in ("model.bin", "config.json", "tokenizer.json", "preprocessor_config.json"):
         assert (ct2_ready["int8"] / name).is_file(), name
@@ -301,8 +303,8 @@ def test_evaluate_manifest_json(ct2_ready, tmp_path):
     corpus cer = total edits / total ref chars. The first test sentence 下个季度的目标是用户翻一番
     has 13 characters and no punctuation, so its normalized form is itself and ref_chars is 13.
     CT2 float32 must give the same transcripts as transformers at the same window."""
-    from lorakit_nb.speech.score import evaluate_manifest
     from lorakit_nb.metrics import normalize_zh
+    from lorakit_nb.speech.score import evaluate_manifest
 
     manifest, rows = _tiny_manifest(tmp_path)
     out = evaluate_manifest(str(ct2_ready["merged"]), manifest, tmp_path / "hf.json", audio_seconds=5)
@@ -331,9 +333,9 @@ def test_text_adapter_merge_and_missing_run(tmp_path):
     (the notebook skips the part); notebook 02's layout resolves to mandarin/adapter."""
     from peft import LoraConfig, get_peft_model
 
-    from lorakit_nb.export.merge import save_adapter
-    from lorakit_nb.models.resolve import load_causal_lm
     from lorakit_nb.export.text import merge_text_adapter
+    from lorakit_nb.io import save_adapter
+    from lorakit_nb.models.resolve import load_causal_lm
 
     model, _ = load_causal_lm("tiny-gemma")
     peft_model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]))

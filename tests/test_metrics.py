@@ -3,7 +3,6 @@
 import jiwer
 import pytest
 
-from lorakit_nb.errors import LorakitError
 from lorakit_nb.cer_analysis import (
     AlignOp,
     align_chars,
@@ -12,6 +11,7 @@ from lorakit_nb.cer_analysis import (
     render_alignment,
     worst_utterances,
 )
+from lorakit_nb.errors import LorakitError
 from lorakit_nb.metrics import (
     ScoringError,
     cer,

@@ -14,10 +14,11 @@ from pathlib import Path
 
 import pytest
 
+from lorakit_nb.io import atomic_dir
 from lorakit_nb.models import packs
 from lorakit_nb.models import resolve as models
-from lorakit_nb.models.resolve import ModelNotFoundError, resolve_model
 from lorakit_nb.models.packs import ChecksumError, Pack, PackMissingError
+from lorakit_nb.models.resolve import ModelNotFoundError, resolve_model
 
 REAL_PROBE, REAL_FROM_HUB = models.hub_reachable, models._from_hub
 
@@ -84,7 +85,7 @@ def test_failed_build_leaves_no_target(tmp_path, monkeypatch):
     """A builder that writes a file and then fails: building_dir deletes its temp folder, so the
     target never appears half-written; the next call tries again (no stale 'cached' result)."""
     def broken(target):
-        with packs.building_dir(target) as out:
+        with atomic_dir(target) as out:
             (out / "model.safetensors").write_bytes(b"half")
             raise RuntimeError("disk full")
 

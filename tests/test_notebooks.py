@@ -2,13 +2,16 @@
 
 Notebooks run in course order into one run folder, so 04 reads 03's outputs as it does for a learner.
 Set LORAKIT_NOTEBOOKS=01,02 to run a subset (04 needs 03 in the same run).
+The smoke tier (profile "smoke": tiny random models, tiny data) runs all of them once more and checks
+only the plumbing: each metrics.json exists and holds its keys.
 """
 import math
 import os
 
 import pytest
 
-from lorakit_nb.runner import find_notebooks, run_notebook
+from lorakit_nb.env import read_metrics
+from lorakit_nb.runner import find_notebooks, run_course, run_notebook
 
 ONLY = os.environ.get("LORAKIT_NOTEBOOKS") or None
 NOTEBOOKS = find_notebooks(ONLY)
@@ -58,3 +61,32 @@ def test_notebook_runs_and_reports(notebook, run_dir):
     assert metrics, f"{notebook.name} wrote no metrics.json"
     assert metrics["profile"] == "cpu"
     CHECKS[notebook.name[:2]](metrics)
+
+
+SMOKE_KEYS = {
+    "01": ["profile", "max_abs_diff_vs_peft", "llama2_7b_r8_qv_trainable", "lowrank_fit_mse_at_true_rank",
+           "memory_estimate_7b_gib"],
+    "02": ["profile", "base_model", "chrf_before", "chrf_after", "train_loss_first", "train_loss_last",
+           "train_steps", "adapter_bytes", "strength_curve", "chrf_english_after", "evaluate_command_chrf"],
+    "03": ["profile", "model", "cer_zero_shot", "cer_finetuned", "cer_ratio", "train_seconds", "train_steps",
+           "adapter_bytes", "adapter_dir"],
+    "04": ["profile", "cer_zero_shot", "adapter_bytes", "merged_bytes", "cer_finetuned_hf", "ct2_int8_bytes",
+           "ct2_float32_bytes", "cer_ct2_int8", "ct2_agreement_int8", "speed_ratio_ct2_int8_vs_hf",
+           "text_merged_bytes"],
+}
+
+
+@pytest.mark.notebook
+def test_smoke_tier_writes_every_metrics_file(tmp_path):
+    results = run_course(tmp_path, profile="smoke", timeout=TIMEOUT)
+    assert sorted(results) == sorted(SMOKE_KEYS)
+    for number, keys in SMOKE_KEYS.items():
+        metrics = read_metrics(tmp_path / number)
+        assert metrics["profile"] == "smoke", number
+        missing = [k for k in keys if k not in metrics]
+        assert not missing, f"{number}: metrics.json lacks {missing}"
+    assert read_metrics(tmp_path / "03")["model"] == "tiny-whisper"
+    assert (tmp_path / "03" / "adapter" / "adapter_model.safetensors").is_file()
+    assert (tmp_path / "03" / "test_predictions.json").is_file()
+    assert (tmp_path / "04" / "ct2_int8" / "model.bin").is_file()
+    assert (tmp_path / "summary.json").is_file()

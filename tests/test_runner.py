@@ -59,3 +59,30 @@ def test_cli_reports_errors_in_one_line(capsys):
     assert main(["run", "--only", "99"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("lorakit run:") and "99" in err
+
+
+def test_cli_rejects_unknown_profile_in_one_line(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["run", "--profile", "tpu"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "invalid choice: 'tpu'" in err and "Traceback" not in err
+
+
+def test_smoke_is_a_profile():
+    from lorakit_nb.env import resolve_profile
+
+    assert resolve_profile("smoke") == "smoke"
+    with pytest.raises(ValueError, match="smoke"):
+        resolve_profile("tpu")
+
+
+def test_cli_missing_adapter_is_one_line(tmp_path, capsys):
+    """`lorakit evaluate --adapter typo --data x.csv` names the missing path in one line, no traceback."""
+    from lorakit_nb import cli
+
+    data = tmp_path / "x.csv"
+    data.write_text("wu,mandarin,english\n侬好,你好,hello\n", encoding="utf-8")
+    assert cli.main(["evaluate", "--adapter", str(tmp_path / "typo"), "--data", str(data)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "typo" in err and "Traceback" not in err

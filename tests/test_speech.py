@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from lorakit_nb.speech import synth
 from lorakit_nb.errors import AudioError, LorakitError
+from lorakit_nb.speech import synth
 from lorakit_nb.speech.data import (
     load_manifest,
     manifest_from_folder,

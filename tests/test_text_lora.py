@@ -11,8 +11,8 @@ import pytest
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 
-from lorakit_nb.text.adapters import adapter_scale, load_adapters, lora_scalings
 from lorakit_nb.models.resolve import load_causal_lm
+from lorakit_nb.text.adapters import adapter_scale, load_adapters, lora_scalings
 from lorakit_nb.text.evaluate import evaluate_adapter, generate_batch
 from lorakit_nb.text.train import (
     IGNORE,

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from lorakit_nb.errors import ExportError
+from lorakit_nb.speech.window import SAMPLE_RATE
 
 QUANTIZATIONS = ("int8", "float32", "int8_float32", "int16", "float16", "bfloat16")
 # What faster-whisper (tokenizer.json, preprocessor_config.json) and WhisperProcessor.from_pretrained need;
@@ -44,7 +45,7 @@ def export_ct2(merged_dir, out_dir, quantization: str = "int8") -> Path:
     import ctranslate2
     from ctranslate2.converters import TransformersConverter
 
-    from lorakit_nb.export.merge import atomic_dir
+    from lorakit_nb.io import atomic_dir
 
     merged_dir = Path(merged_dir)
     if quantization not in QUANTIZATIONS:
@@ -130,7 +131,7 @@ def faster_whisper_transcribe(ct2_dir, audios, *, compute_type: str = "int8", la
         segments, _ = model.transcribe(np.asarray(audio, dtype=np.float32), language=language, beam_size=1,
                                        best_of=1, temperature=0.0, condition_on_previous_text=False,
                                        without_timestamps=True, vad_filter=False,
-                                       max_new_tokens=max_new_tokens_for(len(audio) / 16000, per_second=per_second))
+                                       max_new_tokens=max_new_tokens_for(len(audio) / SAMPLE_RATE, per_second=per_second))
         out.append("".join(s.text for s in segments).strip())  # segments is a generator: this runs it
     return out
 
@@ -144,8 +145,8 @@ def parity_check(hf_model, processor, ct2_dir, audios, references, *, compute_ty
     ``faster_whisper_clips=n`` also transcribes the first n clips through faster-whisper's API.
     Example: -> {"cer_hf": 0.121, "cer_ct2": 0.118, "cer_gap_points": 0.3, "agreement": 0.95, ...}
     """
-    from lorakit_nb.speech.evaluate import transcribe
     from lorakit_nb.metrics import cer, normalize_zh
+    from lorakit_nb.speech.evaluate import transcribe
 
     refs = list(references)
     if hf_hypotheses is None:

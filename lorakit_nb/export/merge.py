@@ -14,79 +14,22 @@ parity and speed (``ct2_export.py``), scoring a manifest (``asr_score.py``), tra
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
-import tempfile
-from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
 
 import torch
 
 from lorakit_nb.errors import ExportError
+from lorakit_nb.io import ExportSidecar, SpeechSidecar, atomic_dir, write_text_atomic
 
-EXPORT_META = "lorakit_export.json"  # written into every merged folder: where it came from
-ASR_META = "lorakit_asr.json"  # written by asr_eval.save_adapter: base name, audio window, language
 NOTICE_FILES = ("LICENSE*", "LICENCE*", "NOTICE*", "*TERMS*")  # copied from the base folder into a merge
 LICENCES = {
     "whisper": "MIT (OpenAI Whisper weights: https://github.com/openai/whisper/blob/main/LICENSE)",
     "gemma": "Gemma Terms of Use (https://ai.google.dev/gemma/terms); use is also bound by the Gemma "
              "Prohibited Use Policy (https://ai.google.dev/gemma/prohibited_use_policy)",
 }
-
-
-@contextmanager
-def atomic_dir(target):
-    """Yield an empty temp folder next to ``target``; on success it replaces ``target`` in one rename.
-
-    A crash or Ctrl-C leaves the old ``target`` (or nothing), never a half-written model.
-    Example: ``with atomic_dir("runs/04/merged") as tmp: model.save_pretrained(tmp)``
-    """
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.partial-"))
-    old = target.parent / f".{target.name}.old-{os.getpid()}"
-    try:
-        yield tmp
-        os.chmod(tmp, 0o755)  # mkdtemp makes 0700 (and some writers 0600 files); an export is meant to be shared
-        for f in tmp.rglob("*"):
-            os.chmod(f, 0o755 if f.is_dir() else 0o644)
-        if target.exists():
-            os.replace(target, old)  # os.replace refuses a non-empty folder as destination
-        os.replace(tmp, target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.rmtree(old, ignore_errors=True)
-
-
-def dir_bytes(path) -> int:
-    """Total size of the files under ``path`` (a file: its size). Example: dir_bytes("runs/04/ct2_int8")."""
-    path = Path(path)
-    if path.is_file():
-        return path.stat().st_size
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
-
-
-def weights_bytes(folder) -> int:
-    """Bytes of the ``*.safetensors`` files in ``folder`` (one file or shards).
-
-    Example: weights_bytes("runs/04/merged") -> ~290 MB for an fp32 whisper-base."""
-    return sum(p.stat().st_size for p in Path(folder).glob("*.safetensors"))
-
-
-def save_adapter(peft_model, out_dir) -> int:
-    """Save only the LoRA tensors (``adapter_model.safetensors``) + ``adapter_config.json``; return bytes.
-
-    Example: r=16 on q_proj,v_proj of whisper-base: 6 layers x (1 encoder + 2 decoder attentions)
-    x 2 projections x 16 x (512 + 512) = 589,824 fp32 values -> 2,359,296 bytes + a small header.
-    """
-    if not hasattr(peft_model, "peft_config"):
-        raise ExportError(f"save_adapter needs a peft model (got {type(peft_model).__name__}); "
-                          "wrap the base with get_peft_model or load it with PeftModel.from_pretrained")
-    with atomic_dir(out_dir) as tmp:
-        peft_model.save_pretrained(tmp, safe_serialization=True)
-    return (Path(out_dir) / "adapter_model.safetensors").stat().st_size
 
 
 def read_adapter(adapter_dir) -> tuple[dict, dict]:
@@ -189,8 +132,8 @@ def merge_adapter(base_name_or_dir, adapter_dir, out_dir, *, audio_seconds: int 
 
     adapter_dir = Path(adapter_dir)
     cfg, _ = read_adapter(adapter_dir)
-    meta_path = adapter_dir / ASR_META
-    trained = json.loads(meta_path.read_text("utf-8")) if meta_path.is_file() else {}
+    trained_info = SpeechSidecar.load(adapter_dir)
+    trained = trained_info.to_dict() if trained_info else {}
     if base_weights not in ("fp32", "nf4"):
         raise ExportError(f"base_weights must be 'fp32' or 'nf4', got {base_weights!r}")
     model, proc = load_base_fp32(base_name_or_dir)
@@ -211,20 +154,21 @@ def merge_adapter(base_name_or_dir, adapter_dir, out_dir, *, audio_seconds: int 
         set_language_prefix(merged, proc, trained.get("language", "zh"))  # generate() defaults to zh/transcribe
         if audio_seconds:
             shrink_audio_context(merged, proc, audio_seconds)
-    record = {"base_model": str(base_name_or_dir), "adapter": str(adapter_dir),
-              "adapter_base_model_name_or_path": cfg.get("base_model_name_or_path"),
-              "lora_r": cfg.get("r"), "lora_alpha": cfg.get("lora_alpha"),
-              "target_modules": sorted(cfg.get("target_modules") or []), "dtype": "float32",
-              "base_weights": base_weights,
-              "trained_with": trained}
+    record = ExportSidecar(base_model=str(base_name_or_dir), adapter=str(adapter_dir), base_weights=base_weights,
+                           trained_with=trained,
+                           extra={"adapter_base_model_name_or_path": cfg.get("base_model_name_or_path"),
+                                  "lora_r": cfg.get("r"), "lora_alpha": cfg.get("lora_alpha"),
+                                  "target_modules": sorted(cfg.get("target_modules") or []), "dtype": "float32"})
     if is_whisper:
-        record["audio_seconds"] = (merged.config.max_source_positions * 2) // 100  # 1500 positions -> 30 s
+        from lorakit_nb.speech.window import window_seconds
+
+        record.audio_seconds = window_seconds(merged)  # the window this folder's encoder is built for
     with atomic_dir(out_dir) as tmp:
         merged.save_pretrained(tmp, safe_serialization=True)
         proc.save_pretrained(tmp)
         if is_whisper:  # faster-whisper reads preprocessor_config.json; transformers 5 writes processor_config.json
             proc.feature_extractor.to_json_file(tmp / "preprocessor_config.json")
-        (tmp / EXPORT_META).write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n", "utf-8")
+        record.save(tmp)
         for pattern in NOTICE_FILES:  # terms that must travel with the weights (e.g. Gemma's NOTICE)
             for f in base_path.glob(pattern):
                 shutil.copy2(f, tmp / f.name)
@@ -258,7 +202,4 @@ def write_model_card(out_dir, base_model: str, data: str, metrics: dict, licence
             + ("## Notes and limitations\n\n" + "\n".join(f"- {n}" for n in notes) + "\n\n" if notes else "")
             + f"## Files\n\n{files}\n\n## Licence\n\n{licence}\n\n"
             f"_Card written {date.today().isoformat()}; every number above was computed by the exporting run._\n")
-    tmp = out_dir / ".README.md.tmp"
-    tmp.write_text(text, "utf-8")
-    os.replace(tmp, out_dir / "README.md")
-    return out_dir / "README.md"
+    return write_text_atomic(out_dir / "README.md", text)

@@ -16,12 +16,12 @@ from pathlib import Path
 import torch
 
 from lorakit_nb.export.merge import (
-    dir_bytes,
     load_base_fp32,
     merge_adapter,
     read_adapter,
-    weights_bytes,
 )
+from lorakit_nb.io import dir_bytes, weights_bytes
+from lorakit_nb.text.adapters import adapter_train_config
 
 DEFAULT_BASE = "gemma-3-270m"
 
@@ -53,8 +53,7 @@ def find_adapter(run_dir) -> Path | None:
 
 def _base_of(adapter_dir: Path, cfg: dict) -> str:
     """The base recorded by the run (lorakit_train.json), else by peft, else the kit's default."""
-    meta = adapter_dir / "lorakit_train.json"
-    recorded = json.loads(meta.read_text("utf-8")).get("base_model") if meta.is_file() else None
+    recorded = adapter_train_config(adapter_dir).get("base_model")
     for name in (recorded, cfg.get("base_model_name_or_path")):
         if name and (not name.startswith(("/", ".", "~")) or Path(name).expanduser().is_dir()):
             return name
@@ -83,8 +82,7 @@ def merge_text_adapter(run_dir, out_dir, prompt: str | None = None):
         return None
     cfg, _ = read_adapter(adapter_dir)
     base = _base_of(adapter_dir, cfg)
-    meta_path = adapter_dir / "lorakit_train.json"
-    meta = json.loads(meta_path.read_text("utf-8")) if meta_path.is_file() else {}
+    meta = adapter_train_config(adapter_dir)
     prompt = prompt or (meta.get("prompt_template") or DEFAULT_TEMPLATE).format(wu=WU_EXAMPLE)
     model, tokenizer = load_base_fp32(base)
     inputs = tokenizer(prompt, return_tensors="pt")

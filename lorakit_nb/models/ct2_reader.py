@@ -22,16 +22,14 @@ Does NOT cover: writing CTranslate2 files (use ``ctranslate2.converters``), quan
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 import struct
-import tempfile
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from lorakit_nb.io import atomic_dir
 
 # CTranslate2's dtype ids (ctranslate2/specs/model_spec.py::_dtype_to_type_id).
 _DTYPES = {0: "float32", 1: "int8", 2: "int16", 3: "int32", 4: "float16", 5: "bfloat16"}
@@ -213,28 +211,6 @@ def whisper_state_dict(ct2: Ct2Model) -> dict:
     return sd
 
 
-@contextmanager
-def building_dir(target: str | Path):
-    """Yield an empty temp folder next to ``target``; on success rename it to ``target``.
-
-    On any error the temp folder is deleted, so ``target`` is either complete or absent: an
-    interrupted build never leaves a half-written model behind.
-    Example: ``with building_dir(cache / "whisper-base") as tmp: save_everything(tmp)``.
-    """
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.partial-"))
-    try:
-        yield tmp
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp creates 0700; a finished model folder is shareable
-        os.replace(tmp, target)  # atomic on one filesystem; fails if target is a non-empty dir
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-
-
 def ct2_whisper_to_hf(ct2_dir: str | Path, out_dir: str | Path, *, language: str | None = None,
                       task: str | None = None) -> Path:
     """Convert a faster-whisper (CTranslate2) Whisper folder into a transformers folder.
@@ -288,7 +264,7 @@ def ct2_whisper_to_hf(ct2_dir: str | Path, out_dir: str | Path, *, language: str
         begin_suppress_tokens=ct2_config.get("suppress_ids_begin"),
         alignment_heads=ct2_config.get("alignment_heads"), max_length=config.max_target_positions,
         language=language, task=task)
-    with building_dir(out_dir) as tmp:
+    with atomic_dir(out_dir) as tmp:
         save_file(state_dict, str(tmp / "model.safetensors"), metadata={"format": "pt"})
         config.architectures = ["WhisperForConditionalGeneration"]
         config.save_pretrained(tmp)

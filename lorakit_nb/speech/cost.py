@@ -47,6 +47,8 @@ def _weight_bytes(model) -> int:
 
 
 def _measure_here(kind, seconds, model_name, manifest, batch_size, steps, r, checkpointing) -> dict:
+    from lorakit_nb.speech.data import load_manifest, read_audio
+    from lorakit_nb.speech.train import WhisperCollator
     from lorakit_nb.speech.whisper import (
         add_lora,
         enable_checkpointing,
@@ -54,8 +56,6 @@ def _measure_here(kind, seconds, model_name, manifest, batch_size, steps, r, che
         load_asr_model,
         trainable_params,
     )
-    from lorakit_nb.speech.train import WhisperCollator
-    from lorakit_nb.speech.data import load_manifest, read_audio
 
     torch.manual_seed(0)
     cuda = torch.cuda.is_available()

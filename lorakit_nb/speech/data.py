@@ -34,7 +34,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-import tempfile
 import warnings
 from collections import Counter
 from dataclasses import dataclass, field
@@ -43,8 +42,8 @@ from pathlib import Path
 import numpy as np
 
 from lorakit_nb.errors import AudioError
+from lorakit_nb.speech.window import SAMPLE_RATE as TARGET_SR
 
-TARGET_SR = 16_000  # Whisper's feature extractor works at 16 kHz
 MAX_SECONDS = 30.0  # Whisper sees at most a 30 s window; longer clips would be cut silently
 MIN_SR = 8_000  # telephone quality; below this the speech band (up to ~4 kHz) is already lost
 AUDIO_EXTS = (".wav", ".flac", ".mp3", ".ogg")
@@ -272,10 +271,9 @@ def manifest_from_folder(folder: str | Path, transcripts_tsv: str | Path, out_pa
     if bad:
         warnings.warn(f"{tsv}: left out {len(bad)} row(s) (lines {', '.join(str(b[0]) for b in bad)})",
                       stacklevel=2)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out_path.parent, prefix=f".{out_path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
+    from lorakit_nb.io import atomic_file
+
+    with atomic_file(out_path) as f:  # never leave a half-written manifest behind
         f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
-    os.replace(tmp, out_path)  # never leave a half-written manifest behind
     n_audio = len({p.resolve() for ps in index.values() for p in ps})
     return {"rows": len(rows), "skipped": bad, "untranscribed": n_audio - len(used)}

@@ -4,8 +4,6 @@ Covers:
 - ``transcribe``: batched ``generate()`` (greedy by default) with ``max_new_tokens`` capped from the
   clip length, a progress bar, and the language/task prefix.
 - ``evaluate_cer``: transcribe + corpus CER through ``metrics.normalize_zh`` (Traditional->Simplified).
-- ``save_adapter`` / ``load_finetuned``: the LoRA adapter as safetensors plus what is needed to rebuild
-  the same model (processor, audio window, base name).
 - ``load_clips``: a manifest's audio arrays and transcripts; ``listen_widget``: hear a clip and read
   reference / zero-shot / fine-tuned transcripts side by side.
 
@@ -19,19 +17,13 @@ correct previous token), so it flatters the model; ``generate`` feeds back its o
 """
 from __future__ import annotations
 
-import json
 import math
-import os
-import shutil
-import tempfile
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from lorakit_nb.speech.whisper import fast_4bit_inference, featurize
-
-META_FILE = "lorakit_asr.json"
+from lorakit_nb.speech.window import SAMPLE_RATE
 
 
 def max_new_tokens_for(seconds: float, base: int = 4, per_second: float = 6.0) -> int:
@@ -99,48 +91,6 @@ def evaluate_cer(model, processor, audios, references, **kwargs) -> dict:
     return {"cer": cer(list(references), hyps), "hypotheses": hyps}
 
 
-def save_adapter(model, processor, out_dir, **meta) -> int:
-    """Write the LoRA adapter (safetensors), the processor and a small JSON of how to rebuild it.
-
-    Written to a temporary folder next to `out_dir`, then renamed, so a crash never leaves half an
-    adapter. Returns the size in bytes of ``adapter_model.safetensors``.
-    Example: save_adapter(model, processor, "runs/03/adapter", base_model="whisper-base",
-    audio_seconds=5) -> 2,369,344 (r=16 on q,v of whisper-base: 4 x 589,824 bytes + a 10,048-byte header).
-    """
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}."))
-    try:
-        tmp.chmod(0o755)  # mkdtemp makes it private; the adapter is meant to be shared
-        model.save_pretrained(tmp, safe_serialization=True)
-        processor.save_pretrained(tmp)
-        (tmp / META_FILE).write_text(json.dumps(meta, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return (out_dir / "adapter_model.safetensors").stat().st_size
-
-
-def load_finetuned(adapter_dir, base_model=None, quantize: bool = False):
-    """(model, processor): the base model with the saved window + prefix, and the adapter on top.
-
-    Example: model, processor = load_finetuned("runs/03/adapter")  # base name read from the adapter
-    """
-    from peft import PeftModel
-
-    from lorakit_nb.speech.whisper import load_asr_model
-
-    adapter_dir = Path(adapter_dir)
-    if not (adapter_dir / "adapter_config.json").exists():
-        raise FileNotFoundError(f"{adapter_dir}: no adapter_config.json here; run notebook 03 to the end "
-                                "(it saves OUTPUT_DIR/adapter) or point to that folder")
-    meta = json.loads((adapter_dir / META_FILE).read_text(encoding="utf-8")) if (adapter_dir / META_FILE).exists() else {}
-    model, processor = load_asr_model(base_model or meta.get("base_model", "whisper-base"), quantize=quantize,
-                                      audio_seconds=meta.get("audio_seconds"), language=meta.get("language", "zh"))
-    return PeftModel.from_pretrained(model, adapter_dir), processor
 
 
 def load_clips(manifest) -> tuple[list, list]:
@@ -174,7 +124,7 @@ def listen_widget(audios, columns: dict, index: int = 0):
     def show(change=None):
         i = picker.value
         buf = io.BytesIO()
-        sf.write(buf, np.asarray(audios[i], dtype=np.float32), 16_000, format="WAV", subtype="PCM_16")
+        sf.write(buf, np.asarray(audios[i], dtype=np.float32), SAMPLE_RATE, format="WAV", subtype="PCM_16")
         player.value = buf.getvalue()
         rows = "".join(f"<tr><th style='text-align:left;padding-right:1em'>{html.escape(k)}</th>"
                        f"<td style='text-align:left'>{html.escape(v[i])}</td></tr>" for k, v in columns.items())

@@ -16,23 +16,20 @@ import time
 from pathlib import Path
 
 from lorakit_nb.errors import ExportError
-
-MAX_SECONDS = 30  # Whisper's full window
+from lorakit_nb.io import ExportSidecar, SpeechSidecar
+from lorakit_nb.speech.window import FULL_WINDOW_SECONDS as MAX_SECONDS
+from lorakit_nb.speech.window import SAMPLE_RATE
 
 
 def _recorded_seconds(folder: Path):
     """The audio window a model was trained with, if its folder recorded it (adapter or export)."""
-    for name, keys in (("lorakit_asr.json", ("audio_seconds",)),
-                       ("lorakit_export.json", ("trained_with", "audio_seconds"))):
-        path = folder / name
-        if path.is_file():
-            value = json.loads(path.read_text("utf-8"))
-            for k in keys:
-                value = value.get(k) if isinstance(value, dict) else None
-            if value:
-                return int(value)
+    adapter, export = SpeechSidecar.load(folder), ExportSidecar.load(folder)
+    if adapter and adapter.audio_seconds:
+        return int(adapter.audio_seconds)
+    if export:
+        seconds = (export.trained_with or {}).get("audio_seconds") or export.audio_seconds
+        return int(seconds) if seconds else None
     return None
-
 
 def load_for_eval(model_or_dir, *, longest_seconds: float, audio_seconds=None, base_model=None,
                   compute_type: str = "int8", quantize: bool | None = None):
@@ -45,10 +42,11 @@ def load_for_eval(model_or_dir, *, longest_seconds: float, audio_seconds=None, b
     Example: load_for_eval("runs/03/adapter", longest_seconds=3.4) -> ("hf", PeftModel, processor, 5)
     """
     from lorakit_nb.speech.whisper import load_asr_model
+    from lorakit_nb.speech.window import window_seconds
 
     if isinstance(model_or_dir, tuple):  # an already-loaded (model, processor)
         model, processor = model_or_dir
-        return "hf", model, processor, model.config.max_source_positions // 50
+        return "hf", model, processor, window_seconds(model)
     folder = Path(str(model_or_dir)).expanduser()
     wanted = audio_seconds or (_recorded_seconds(folder) if folder.is_dir() else None) or MAX_SECONDS
     seconds = min(MAX_SECONDS, max(int(wanted), math.ceil(longest_seconds)))
@@ -59,22 +57,23 @@ def load_for_eval(model_or_dir, *, longest_seconds: float, audio_seconds=None, b
         from transformers import WhisperProcessor
 
         from lorakit_nb.export.ct2 import load_ct2
+        from lorakit_nb.speech.window import set_processor_window
 
         processor = WhisperProcessor.from_pretrained(folder)
-        _set_window(processor, seconds)
+        set_processor_window(processor, seconds)
         return "ct2", load_ct2(folder, compute_type), processor, seconds
     if (folder / "adapter_config.json").is_file():
         from peft import PeftModel
 
-        meta_path = folder / "lorakit_asr.json"
-        meta = json.loads(meta_path.read_text("utf-8")) if meta_path.is_file() else {}
-        base = base_model or meta.get("base_model")
+        meta = SpeechSidecar.load(folder)
+        base = base_model or (meta.base_model if meta else None)
         if not base:
             raise ExportError(f"{folder}: adapter without lorakit_asr.json; say which base it belongs to "
                               "(evaluate_manifest(..., base_model='whisper-base'))")
         if quantize is None:
-            quantize = bool(meta.get("quantized_training", meta.get("quantized", False)))
-        model, processor = load_asr_model(base, quantize=quantize, audio_seconds=seconds)
+            quantize = bool(meta and (meta.quantized or meta.extra.get("quantized_training")))
+        model, processor = load_asr_model(base, quantize=quantize, audio_seconds=seconds,
+                                          language=meta.language if meta else "zh")
         return "hf", PeftModel.from_pretrained(model, folder), processor, seconds
     model, processor = load_asr_model(str(model_or_dir), audio_seconds=seconds)  # name or merged folder
     return "hf", model, processor, seconds
@@ -115,11 +114,6 @@ def read_predictions(path, n: int | None = None, field: str = "hypothesis", refe
     return hyps
 
 
-def _set_window(processor, seconds: int) -> None:
-    """Make the feature extractor pad/cut to ``seconds`` (a CT2 model needs no other change: see ct2_export)."""
-    fe = processor.feature_extractor
-    fe.chunk_length, fe.n_samples = seconds, seconds * fe.sampling_rate
-    fe.nb_max_frames = fe.n_samples // fe.hop_length  # = seconds * 100 frames
 
 
 def evaluate_manifest(model_or_dir, manifest, out_json=None, *, audio_seconds=None, base_model=None,
@@ -144,7 +138,7 @@ def evaluate_manifest(model_or_dir, manifest, out_json=None, *, audio_seconds=No
     rows = load_manifest(manifest)
     audios = [read_audio(r["audio"]) for r in rows]
     refs = [r["text"] for r in rows]
-    longest = max(len(a) for a in audios) / 16000
+    longest = max(len(a) for a in audios) / SAMPLE_RATE
     kind, model, processor, seconds = load_for_eval(model_or_dir, longest_seconds=longest, audio_seconds=audio_seconds,
                                                     base_model=base_model, compute_type=compute_type,
                                                     quantize=quantize)
@@ -167,7 +161,7 @@ def evaluate_manifest(model_or_dir, manifest, out_json=None, *, audio_seconds=No
     result = {"model": "(model, processor)" if isinstance(model_or_dir, tuple) else str(model_or_dir),
               "engine": "ctranslate2" if kind == "ct2" else "transformers", "manifest": str(manifest),
               "audio_seconds": seconds, "transcribe_seconds": round(seconds_taken, 2),
-              "audio_total_seconds": round(float(np.sum([len(a) for a in audios])) / 16000, 2),
+              "audio_total_seconds": round(float(np.sum([len(a) for a in audios])) / SAMPLE_RATE, 2),
               **report, "utterances": utterances}
     if out_json is None:
         folder = Path(str(model_or_dir)) if not isinstance(model_or_dir, tuple) else Path(".")

@@ -23,23 +23,27 @@ import argparse
 import hashlib
 import io
 import json
-import os
 import random
 import re
 import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from lorakit_nb.errors import LorakitError
+from lorakit_nb.io import atomic_file
+from lorakit_nb.speech.window import SAMPLE_RATE as TARGET_SR
+
+
+def write_bytes_atomic(path, data: bytes) -> None:
+    with atomic_file(path, "wb") as f:
+        f.write(data)
 
 VOICE = "cmn-latn-pinyin"
 SPEED_RANGE = (135, 195)  # espeak-ng words per minute; its default is 175
 PITCH_RANGE = (25, 75)  # espeak-ng pitch 0..99; its default is 50
-TARGET_SR = 16_000  # Whisper's feature extractor expects 16 kHz
 SPLITS = ("train", "dev", "test")
 # Characters a sentence may hold: CJK ideographs plus Chinese punctuation. ASCII digits and Latin
 # letters are refused because the reference text would be ambiguous ("3" vs "三").
@@ -159,15 +163,6 @@ def trim_silence(x: np.ndarray, sr: int, threshold: float = 0.01, pad_s: float =
     return x[max(loud[0] - pad, 0): loud[-1] + 1 + pad]
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)  # atomic on POSIX: readers see the old file or the new one, never half
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write_flac(path: Path, samples: np.ndarray, sr: int = TARGET_SR) -> None:
@@ -177,7 +172,7 @@ def write_flac(path: Path, samples: np.ndarray, sr: int = TARGET_SR) -> None:
     buf = io.BytesIO()
     # compression_level=1.0 is FLAC's strongest setting: ~5 % smaller files, same samples.
     sf.write(buf, samples, sr, format="FLAC", subtype="PCM_16", compression_level=1.0)
-    _atomic_write_bytes(path, buf.getvalue())
+    write_bytes_atomic(path, buf.getvalue())
 
 
 def build_corpus(sentences: str | Path, out: str | Path, seed: int = 0, train_clips: int = 1,
@@ -212,7 +207,7 @@ def build_corpus(sentences: str | Path, out: str | Path, seed: int = 0, train_cl
             print(f"  {i + 1}/{len(texts)} sentences", flush=True)
     for split in SPLITS:  # manifests last: they only ever point at files that exist
         body = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows[split])
-        _atomic_write_bytes(out / f"{split}.jsonl", body.encode("utf-8"))
+        write_bytes_atomic(out / f"{split}.jsonl", body.encode("utf-8"))
     if prune:
         keep = {Path(r["audio"]).name for split in SPLITS for r in rows[split]}
         stale = [f for f in audio_dir.glob("*.flac") if f.name not in keep]

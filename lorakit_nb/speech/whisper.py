@@ -29,9 +29,13 @@ import numpy as np
 import torch
 from torch import nn
 
-SAMPLE_RATE = 16_000
-FRAMES_PER_SECOND = 100  # WhisperFeatureExtractor: hop_length 160 samples at 16 kHz
-POSITIONS_PER_SECOND = 50  # conv2 has stride 2: two mel frames -> one encoder position
+from lorakit_nb.speech.window import (
+    POSITIONS_PER_SECOND,
+    SAMPLE_RATE,
+    positions_for,
+    set_processor_window,
+)
+
 ATTENTION_TARGETS = ("q_proj", "v_proj")
 ALL_TARGETS = ("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2")
 
@@ -59,7 +63,7 @@ def shrink_audio_context(model, processor, seconds: int) -> int:
     """
     enc = model.get_encoder()
     old = enc.embed_positions.num_embeddings
-    positions = round(seconds * POSITIONS_PER_SECOND)
+    positions = positions_for(seconds) if seconds == int(seconds) else -1
     if seconds != int(seconds) or not 1 <= positions <= old:
         raise ValueError(f"audio window must be a whole number of seconds in 1..{old // POSITIONS_PER_SECOND}, "
                          f"got {seconds!r}: fix AUDIO_SECONDS in the parameters cell")
@@ -68,10 +72,7 @@ def shrink_audio_context(model, processor, seconds: int) -> int:
     enc.max_source_positions = positions
     model.config.max_source_positions = positions
     enc.config.max_source_positions = positions  # the encoder may hold its own copy of the config
-    fe = processor.feature_extractor
-    fe.chunk_length = int(seconds)
-    fe.n_samples = int(seconds) * fe.sampling_rate
-    fe.nb_max_frames = fe.n_samples // fe.hop_length  # = seconds * 100
+    set_processor_window(processor, seconds)
     return positions
 
 

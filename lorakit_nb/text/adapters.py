@@ -12,34 +12,26 @@ Does not: train (`text_lora.py`), generate or score (`text_eval.py`), merge adap
 """
 from __future__ import annotations
 
-import json
-import os
 import shutil
 from contextlib import contextmanager
 from pathlib import Path
 
 from transformers import TrainerCallback
 
-TRAIN_CONFIG_FILE = "lorakit_train.json"  # the training settings, saved next to each adapter
+from lorakit_nb.io import TrainSidecar
+from lorakit_nb.io import save_adapter as io_save_adapter
 
 
 def save_adapter(model, adapter_name: str, out_dir, train_config: dict | None = None) -> tuple[str, int]:
-    """Save one adapter as safetensors via a temp folder + rename; return (folder, bytes of weights).
+    """Save one named adapter with its training settings (``lorakit_train.json``); (folder, bytes).
 
-    `train_config` (template, target, base model ...) is stored beside it for `evaluate_adapter`.
+    The writing itself is ``io.save_adapter`` (atomic, safetensors); this adds the text sidecar.
     """
-    out_dir = Path(out_dir)
-    tmp = out_dir.with_name(out_dir.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp, selected_adapters=[adapter_name], safe_serialization=True)
-    src = tmp / adapter_name if adapter_name != "default" else tmp  # peft nests non-default names
-    if train_config is not None:
-        (src / TRAIN_CONFIG_FILE).write_text(json.dumps(train_config, ensure_ascii=False, indent=2), "utf-8")
-    shutil.rmtree(out_dir, ignore_errors=True)
-    os.replace(src, out_dir)
-    shutil.rmtree(tmp, ignore_errors=True)
-    return str(out_dir), (out_dir / "adapter_model.safetensors").stat().st_size
-
+    cfg = dict(train_config or {})
+    sidecar = TrainSidecar(**{k: cfg.pop(k) for k in ("base_model", "prompt_template", "target") if k in cfg},
+                           extra=cfg) if train_config is not None else None
+    nbytes = io_save_adapter(model, out_dir, adapter_name=adapter_name, sidecar=sidecar)
+    return str(out_dir), nbytes
 
 class FlatAdapterCheckpoints(TrainerCallback):
     """Copy a named adapter's files to the checkpoint folder's top level after each save.
@@ -98,5 +90,6 @@ def load_adapters(base_model, adapters: dict, is_trainable: bool = False):
 
 def adapter_train_config(adapter_dir) -> dict:
     """The training settings saved with an adapter (template, target, base model), or {} if none."""
-    path = Path(adapter_dir) / TRAIN_CONFIG_FILE
-    return json.loads(path.read_text("utf-8")) if path.is_file() else {}
+    sidecar = TrainSidecar.load(adapter_dir)
+    # unset fields are left out, so callers' .get(key, default) keep their defaults
+    return {k: v for k, v in sidecar.to_dict().items() if k != "schema" and v != ""} if sidecar else {}

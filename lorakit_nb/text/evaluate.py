@@ -16,10 +16,10 @@ from pathlib import Path
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 
-from lorakit_nb.text.adapters import adapter_scale, adapter_train_config
-from lorakit_nb.text.data import load_pairs, make_examples
 from lorakit_nb.env import write_json_atomic
 from lorakit_nb.metrics import chrf, exact_match, repetition_rate
+from lorakit_nb.text.adapters import adapter_scale, adapter_train_config
+from lorakit_nb.text.data import load_pairs, make_examples
 
 
 class StopAtNewline(StoppingCriteria):
@@ -154,8 +154,8 @@ def evaluate_adapter(adapter_dir, data_csv, out_json=None, base_model=None, *, t
     """
     from peft import PeftModel
 
-    from lorakit_nb.text.config import PROMPT_TEMPLATES
     from lorakit_nb.models.resolve import load_causal_lm
+    from lorakit_nb.text.config import PROMPT_TEMPLATES
 
     adapter_dir = Path(adapter_dir)
     if not (adapter_dir / "adapter_config.json").is_file():
