@@ -4,7 +4,7 @@ Every notebook starts with `show_env()` and ends with `write_metrics(...)`, so a
 sees the same facts in the same place.
 
 Covers: package versions, CPU/GPU detection, the fast training dtype (``dtype: auto``), resolving
-PROFILE = "auto" | "cpu" | "gpu", writing and reading `OUTPUT_DIR/metrics.json` atomically.
+PROFILE = "auto" | "cpu" | "gpu" | "smoke", writing and reading `OUTPUT_DIR/metrics.json` atomically.
 Does not: pick hyper-parameters (each notebook's `parameters` cell does that, visibly).
 """
 from __future__ import annotations
@@ -13,6 +13,8 @@ import json
 import platform
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+
+from lorakit_nb.io import write_json_atomic
 
 KEY_PACKAGES = ("torch", "transformers", "peft", "bitsandbytes", "datasets", "jiwer", "ctranslate2")
 PROFILES = ("cpu", "gpu", "smoke")  # smoke: tiny random models, plumbing checks only
@@ -88,7 +90,6 @@ def resolve_profile(profile: str = "auto") -> str:
     return profile
 
 
-from lorakit_nb.io import write_json_atomic
 
 
 def write_metrics(output_dir, metrics: dict, name: str = "metrics.json") -> Path:
