@@ -42,9 +42,10 @@ from pathlib import Path
 import numpy as np
 
 from lorakit_nb.errors import AudioError
+from lorakit_nb.speech.window import FULL_WINDOW_SECONDS
 from lorakit_nb.speech.window import SAMPLE_RATE as TARGET_SR
 
-MAX_SECONDS = 30.0  # Whisper sees at most a 30 s window; longer clips would be cut silently
+MAX_SECONDS = float(FULL_WINDOW_SECONDS)  # longer clips would be cut silently by the feature extractor
 MIN_SR = 8_000  # telephone quality; below this the speech band (up to ~4 kHz) is already lost
 AUDIO_EXTS = (".wav", ".flac", ".mp3", ".ogg")
 _FIX_AUDIO = "re-export it as 16 kHz mono WAV/FLAC (e.g. `ffmpeg -i IN -ar 16000 -ac 1 OUT.wav`)"
