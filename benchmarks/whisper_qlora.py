@@ -83,7 +83,7 @@ def training_run(args) -> dict:
     tuned = evaluate_cer(model, processor, test_a, test_t, progress=False)
     out = {"cer_zero_shot": zero["cer"], "cer_finetuned": tuned["cer"], "cer_ratio": tuned["cer"] / zero["cer"],
            "train_seconds": res.train_seconds, "train_steps": res.steps, "stopped_early": res.stopped_early,
-           "dev_history": res.dev_history, "final_loss": res.losses[-1][1] if res.losses else None}
+           "dev_history": res.dev_history, "final_loss": res.train_losses[-1][1] if res.train_losses else None}
     print(f"  fine-tuned test CER {tuned['cer']:.3f} ({time.perf_counter() - t0:.0f} s); ratio {out['cer_ratio']:.2f} "
           f"(target <= 0.33); training {res.train_seconds:.0f} s, {res.steps} steps", flush=True)
     return out

@@ -9,6 +9,7 @@ Does not: pick hyper-parameters (each notebook's `parameters` cell does that, vi
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import platform
 from importlib.metadata import PackageNotFoundError, version
@@ -90,6 +91,25 @@ def resolve_profile(profile: str = "auto") -> str:
     return profile
 
 
+
+
+@contextlib.contextmanager
+def torch_threads(n: int | None):
+    """Run a block with ``torch.set_num_threads(n)``, then restore the caller's count (n <= 0 / None: unchanged).
+
+    One thread can beat two on a busy 2-core machine (no waiting at barriers); the setting is
+    process-wide, so a library function that changes it must put it back.
+    Example: with torch_threads(1): trainer.train()
+    """
+    import torch
+
+    before = torch.get_num_threads()
+    if n and n > 0:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def write_metrics(output_dir, metrics: dict, name: str = "metrics.json") -> Path:

@@ -32,3 +32,7 @@ class ScoringError(LorakitError, ValueError):
 
 class ExportError(LorakitError, ValueError):
     """An adapter cannot be merged or exported as asked (wrong base model, missing files, bad format)."""
+
+
+class MissingFileError(LorakitError, FileNotFoundError):
+    """A file or folder the user named is not there (the message says what was expected and how to make it)."""

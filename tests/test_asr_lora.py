@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from lorakit_nb.io import SpeechSidecar, save_adapter
+from lorakit_nb.lora.layer import trainable_parameters
 from lorakit_nb.speech.cost import measure_step
 from lorakit_nb.speech.evaluate import (
     max_new_tokens_for,
@@ -28,7 +29,6 @@ from lorakit_nb.speech.whisper import (
     load_asr_model,
     lora_param_count,
     shrink_audio_context,
-    trainable_params,
 )
 
 
@@ -100,7 +100,7 @@ def test_lora_trainable_count_matches_hand_formula():
         model, _ = load_asr_model("tiny-whisper")
         assert lora_param_count(model.config, 4, targets) == hand
         peft_model = add_lora(model, r=4, alpha=8, targets=targets, checkpointing=False)
-        assert trainable_params(peft_model)[0] == hand
+        assert trainable_parameters(peft_model)[0] == hand
     # whisper-small from its published dimensions (d 768, 12 + 12 layers), r = 64 on q,v:
     # 64 * 1536 * (12 * 2 + 12 * 4) = 7,077,888 -- not the "1.2M" some articles print.
     from transformers import WhisperConfig
@@ -142,7 +142,7 @@ def test_qlora_steps_on_cpu_train_and_survive_evaluation(tmp_path):
     feats = featurize(processor, noise([1.0, 1.5, 1.2, 1.8]), texts)
     res = train_asr(model, processor, feats, dev_audios=noise([1.0], seed=1), dev_texts=["今天开会"],
                     output_dir=tmp_path, epochs=2, batch_size=2, learning_rate=1e-2, warmup_steps=0, logging_steps=1)
-    assert res.steps == 4 and len(res.losses) == 4 and all(math.isfinite(loss) for _, loss in res.losses)
+    assert res.steps == 4 and len(res.train_losses) == 4 and all(math.isfinite(loss) for _, loss in res.train_losses)
     assert [h["epoch"] for h in res.dev_history] == [1.0, 2.0] and all(h["dev_cer"] >= 0 for h in res.dev_history)
     b = [p for n, p in model.named_parameters() if "lora_B" in n]
     assert any(p.abs().sum() > 0 for p in b)

@@ -4,13 +4,14 @@ Covers:
 - ``export_ct2``: ``ctranslate2.converters.TransformersConverter`` on a local merged folder (offline),
   plus the tokenizer/preprocessor files faster-whisper reads; the result is load-checked before it
   replaces ``out_dir``.
-- ``ct2_transcribe``: ``ctranslate2.models.Whisper.generate`` fed the SAME log-mel features, prompt,
-  batching and token cap as ``asr_eval.transcribe`` uses for the transformers model.
+- ``ct2_decoder`` / ``ct2_transcribe``: ``ctranslate2.models.Whisper.generate`` plugged into the kit's
+  one loop (``speech.evaluate.transcribe_loop``): the SAME log-mel features, prompt, batching and
+  token cap as the transformers model gets.
 - ``faster_whisper_transcribe``: the user-facing API (computes its own features, pads to 30 s).
 - ``parity_check``: CER of HF vs CT2 and how often their transcripts agree;
   ``speed_check``: HF fp32 vs CT2 greedy on the same clips and window, interleaved in one run.
 
-Does NOT cover: merging (``export.merge_adapter``), transformers-side generation (``asr_eval.transcribe``),
+Does NOT cover: merging (``export/merge.py``), transformers-side generation (``speech/evaluate.py``),
 CER arithmetic (``metrics``), beam search or timestamps (greedy, ``<|notimestamps|>`` only).
 
 Pitfall measured with ctranslate2 4.8.5: ``Whisper.generate(max_length=L)`` stops after L // 2 new
@@ -91,25 +92,27 @@ def ct2_generate(ct2_model, features: np.ndarray, prompt: list[int], max_new_tok
     return [r.sequences_ids[0] for r in results]
 
 
+def ct2_decoder(ct2_model, processor, language: str = "zh"):
+    """``decode(features, cap)`` for a CTranslate2 Whisper: the counterpart of ``speech.evaluate.hf_decoder``."""
+    prompt = prompt_ids(processor.tokenizer, language)
+
+    def decode(features, cap):
+        return [processor.tokenizer.decode(ids, skip_special_tokens=True)
+                for ids in ct2_generate(ct2_model, features, prompt, cap)]
+
+    return decode
+
+
 def ct2_transcribe(ct2_model, processor, audios, *, batch_size: int = 8, per_second: float = 6.0,
                    max_new_tokens=None, language: str = "zh") -> list[str]:
-    """``asr_eval.transcribe`` for a CTranslate2 model: same features, order, batches and caps.
+    """``speech.evaluate.transcribe`` for a CTranslate2 model: the same loop, features, batches and caps.
 
     Example: ct2_transcribe(load_ct2("runs/04/ct2_int8"), processor, audios) -> ["今天...", ...]
     """
-    from lorakit_nb.speech.evaluate import max_new_tokens_for
-    from lorakit_nb.speech.whisper import featurize
+    from lorakit_nb.speech.evaluate import transcribe_loop
 
-    feats = featurize(processor, audios)
-    order = sorted(range(len(feats)), key=lambda i: feats[i]["seconds"])
-    prompt, hyps = prompt_ids(processor.tokenizer, language), [None] * len(feats)
-    for start in range(0, len(order), batch_size):
-        idx = order[start:start + batch_size]
-        x = np.stack([feats[i]["input_features"] for i in idx])  # (batch, n_mels, frames)
-        cap = max_new_tokens or max_new_tokens_for(max(feats[i]["seconds"] for i in idx), per_second=per_second)
-        for i, ids in zip(idx, ct2_generate(ct2_model, x, prompt, cap)):
-            hyps[i] = processor.tokenizer.decode(ids, skip_special_tokens=True).strip()
-    return hyps
+    return transcribe_loop(ct2_decoder(ct2_model, processor, language), processor, audios, batch_size=batch_size,
+                           max_new_tokens=max_new_tokens, per_second=per_second)
 
 
 def faster_whisper_transcribe(ct2_dir, audios, *, compute_type: str = "int8", language: str = "zh",
@@ -180,36 +183,28 @@ def speed_check(hf_model, processor, ct2_dir, audios, *, compute_type: str = "in
     """
     import torch
 
-    from lorakit_nb.speech.evaluate import max_new_tokens_for
+    from lorakit_nb.speech.evaluate import hf_decoder, hf_inference, max_new_tokens_for
     from lorakit_nb.speech.whisper import featurize
+    from lorakit_nb.speech.window import model_frames
 
     feats = featurize(processor, audios)
     frames = feats[0]["input_features"].shape[-1]
-    expected = 2 * hf_model.config.max_source_positions
+    expected = model_frames(hf_model)
     if frames != expected:
         raise ExportError(f"the processor makes {frames}-frame features but the transformers model takes {expected}: "
-                          "shrink both with asr_lora.shrink_audio_context(model, processor, seconds)")
-    ct2 = load_ct2(ct2_dir, compute_type)
-    prompt = prompt_ids(processor.tokenizer)
-    hf_model.eval()
-
-    def run_hf(x, cap):
-        with torch.inference_mode():
-            hf_model.generate(input_features=torch.as_tensor(x), language="zh", task="transcribe", do_sample=False,
-                              num_beams=1, max_new_tokens=cap)
-
-    hf_times, ct2_times = [], []
-    for k, f in enumerate([feats[0]] * warmup + feats):
-        x = f["input_features"][None]  # (1, n_mels, frames)
-        cap = max_new_tokens or max_new_tokens_for(f["seconds"], per_second=per_second)
-        t0 = time.perf_counter()
-        run_hf(x, cap)
-        t1 = time.perf_counter()
-        ct2_generate(ct2, x, prompt, cap)
-        t2 = time.perf_counter()
-        if k >= warmup:
-            hf_times.append(t1 - t0)
-            ct2_times.append(t2 - t1)
+                          "shrink both with speech.whisper.shrink_audio_context(model, processor, seconds)")
+    engines = {"hf": hf_decoder(hf_model, processor), "ct2": ct2_decoder(load_ct2(ct2_dir, compute_type), processor)}
+    times = {name: [] for name in engines}
+    with hf_inference(hf_model):
+        for k, f in enumerate([feats[0]] * warmup + feats):
+            x = f["input_features"][None]  # (1, n_mels, frames)
+            cap = max_new_tokens or max_new_tokens_for(f["seconds"], per_second=per_second)
+            for name, decode in engines.items():  # alternate engines clip by clip
+                t0 = time.perf_counter()
+                decode(x, cap)
+                if k >= warmup:
+                    times[name].append(time.perf_counter() - t0)
+    hf_times, ct2_times = times["hf"], times["ct2"]
     return {"frames": int(frames), "n_clips": len(feats), "compute_type": compute_type,
             "threads": torch.get_num_threads(), "hf_seconds": sum(hf_times), "ct2_seconds": sum(ct2_times),
             "ratio": sum(hf_times) / sum(ct2_times),

@@ -22,6 +22,7 @@ from lorakit_nb.export.merge import (
 )
 from lorakit_nb.io import dir_bytes, weights_bytes
 from lorakit_nb.text.adapters import adapter_train_config
+from lorakit_nb.text.data import DEFAULT_TEMPLATE
 
 DEFAULT_BASE = "gemma-3-270m"
 
@@ -61,7 +62,6 @@ def _base_of(adapter_dir: Path, cfg: dict) -> str:
 
 
 WU_EXAMPLE = "侬今朝吃饭了伐？"  # "have you eaten today?" in Shanghainese
-DEFAULT_TEMPLATE = "Translate Wu dialect to Mandarin: {wu}\nMandarin:"
 
 
 def merge_text_adapter(run_dir, out_dir, prompt: str | None = None):

@@ -168,7 +168,19 @@ def count_lora_params(model: nn.Module, target_modules=("q_proj", "v_proj"), r: 
 
 
 def trainable_parameters(model: nn.Module) -> tuple[int, int]:
-    """(trainable, total) parameter counts — the numbers peft's print_trainable_parameters shows."""
-    total = sum(p.numel() for p in model.parameters())
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    """(trainable, total) parameter counts: the kit's one counter, the numbers peft's
+    ``print_trainable_parameters`` shows.
+
+    A PeftModel is asked directly (``get_nb_trainable_parameters``); any other module is summed here
+    the same way: a bitsandbytes 4-bit weight stores two values per byte, so it counts twice its
+    ``numel`` (its logical, unpacked size). Example: a 4x4 Linear with bias -> (20, 20).
+    """
+    if hasattr(model, "get_nb_trainable_parameters"):
+        trainable, total = model.get_nb_trainable_parameters()
+        return int(trainable), int(total)
+    trainable = total = 0
+    for p in model.parameters():
+        n = p.numel() * (2 if p.__class__.__name__ == "Params4bit" else 1)
+        total += n
+        trainable += n if p.requires_grad else 0
     return trainable, total

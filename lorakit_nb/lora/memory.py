@@ -14,11 +14,6 @@ Bytes per parameter used here (Adam keeps two fp32 moments = 8 bytes):
 """
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-import textwrap
-
 from torch import nn
 
 BYTES = {"fp32": 4.0, "bf16": 2.0, "fp16": 2.0, "int8": 1.0, "nf4": (4 + 0.127) / 8}
@@ -73,54 +68,55 @@ def memory_table(linear_params: int, other_params: int, lora_trainable: int, dty
     return rows
 
 
-_MEASURE = textwrap.dedent("""
-    import json, resource, sys, torch
-    from torch import nn
+def _measure_here(method: str, width: int, blocks: int) -> dict:
+    """Two Adam steps of a `blocks` x (q_proj, v_proj, fc) stack; resident-memory growth (the child side)."""
+    import torch
+
     from lorakit_nb.lora.layer import inject_lora
-    method, width, blocks = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    from lorakit_nb.meter import rss_bytes
+
     torch.manual_seed(0)
-    def rss_mb():  # current resident set size, from /proc (Linux)
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * resource.getpagesize() / 2**20
-    before = rss_mb()
+    before = rss_bytes()
     model = nn.Sequential(*[nn.ModuleDict({"q_proj": nn.Linear(width, width), "v_proj": nn.Linear(width, width),
                                            "fc": nn.Linear(width, width)}) for _ in range(blocks)])
-    def forward(x):
-        for blk in model:
-            x = torch.relu(blk["fc"](blk["v_proj"](blk["q_proj"](x))))
-        return x
     if method == "lora":
         inject_lora(model, ("q_proj", "v_proj"), r=8, alpha=16)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=1e-4)
     x = torch.randn(4, width)  # tiny batch: activations are negligible next to the weights
-    peak = 0.0
+    peak = 0
     for _ in range(2):
-        loss = forward(x).pow(2).mean()
+        h = x
+        for blk in model:
+            h = torch.relu(blk["fc"](blk["v_proj"](blk["q_proj"](h))))
         opt.zero_grad()
-        loss.backward()
+        h.pow(2).mean().backward()
         opt.step()
-        peak = max(peak, rss_mb())
-    total = sum(p.numel() for p in model.parameters())
-    print(json.dumps({"method": method, "params": total, "trainable": sum(p.numel() for p in params),
-                      "measured_mb": peak - before}))
-""")
+        peak = max(peak, rss_bytes())
+    return {"method": method, "params": sum(p.numel() for p in model.parameters()),
+            "trainable": sum(p.numel() for p in params), "measured_mb": (peak - before) / 2 ** 20}
 
 
 def measure_training_memory(method: str, width: int = 1024, blocks: int = 12) -> dict:
     """Run two Adam steps in a fresh Python process and return the resident-memory growth in MB.
 
-    A fresh process keeps the measurement clean of whatever the notebook already allocated. The model
-    is `blocks` x (q_proj, v_proj, fc), each a width x width fp32 Linear with bias: 12 x 3 x 1,049,600
-    = 37.8 M parameters at the defaults.
+    A fresh process (``meter.run_fresh``) keeps the measurement clean of whatever the notebook already
+    allocated. The model is `blocks` x (q_proj, v_proj, fc), each a width x width fp32 Linear with
+    bias: 12 x 3 x 1,049,600 = 37.8 M parameters at the defaults.
     """
-    out = subprocess.run([sys.executable, "-c", _MEASURE, method, str(width), str(blocks)],
-                         capture_output=True, text=True, check=False)
-    if out.returncode != 0:
-        raise RuntimeError(f"memory measurement failed:\n{out.stderr[-2000:]}")
-    result = json.loads(out.stdout.strip().splitlines()[-1])
+    from lorakit_nb.meter import run_fresh
+
+    if method not in ("full", "lora"):
+        raise ValueError(f"method must be 'full' or 'lora', not {method!r}")
+    result = run_fresh("lorakit_nb.lora.memory", {"method": method, "width": width, "blocks": blocks})
     n, t = result["params"], result["trainable"]
     frozen = n if method == "full" else n - t
     predicted = estimate_memory(frozen, 0, "full" if method == "full" else "lora", t, dtype="fp32")
     result["predicted_mb"] = predicted["total"] / 2 ** 20
     return result
+
+
+if __name__ == "__main__":  # the child process of measure_training_memory
+    from lorakit_nb.meter import child_main
+
+    child_main(_measure_here)

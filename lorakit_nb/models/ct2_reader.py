@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lorakit_nb.errors import MissingFileError
 from lorakit_nb.io import atomic_dir
 
 # CTranslate2's dtype ids (ctranslate2/specs/model_spec.py::_dtype_to_type_id).
@@ -239,7 +240,7 @@ def ct2_whisper_to_hf(ct2_dir: str | Path, out_dir: str | Path, *, language: str
         raise FileExistsError(f"{out_dir} is not empty: remove it or choose another output folder")
     for name in ("model.bin", "config.json", "tokenizer.json"):
         if not (ct2_dir / name).is_file():
-            raise FileNotFoundError(f"{ct2_dir / name} is missing: a faster-whisper model folder needs {name}")
+            raise MissingFileError(f"{ct2_dir / name} is missing: a faster-whisper model folder needs {name}")
     ct2 = read_ct2_model(ct2_dir / "model.bin")
     ct2_config = json.loads((ct2_dir / "config.json").read_text("utf-8"))
     tokenizer = whisper_tokenizer(ct2_dir / "tokenizer.json")

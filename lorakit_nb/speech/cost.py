@@ -1,10 +1,10 @@
 """What one Whisper training step costs: seconds and peak memory, LoRA fp32 vs QLoRA NF4 vs full.
 
 Covers: ``measure_step`` -- a few optimizer steps of one setup at one audio window, in a fresh Python
-process so each setup's peak memory is its own -- and the peak-RSS helpers it uses. On a CUDA machine
-it reports ``torch.cuda.max_memory_allocated`` instead of the process RSS.
-Does NOT cover: estimates from parameter counts (``memory.py``), training to convergence
-(``asr_train.py``), host memory on a GPU run.
+process (``meter.run_fresh``) so each setup's peak memory is its own; the peak is ``meter.peak_bytes``
+(``torch.cuda.max_memory_allocated`` on a CUDA machine, the process's peak RSS otherwise).
+Does NOT cover: estimates from parameter counts (``lora/memory.py``), training to convergence
+(``speech/train.py``), host memory on a GPU run.
 
 Where the bytes go (whisper-base, 72.6 M parameters): fp32 weights ~290 MB; NF4 stores the Linear
 weights in ~0.5 byte each but keeps the 26.6 M-parameter token embedding (tied to the output head),
@@ -14,31 +14,12 @@ a gradient and two Adam moments per parameter (12 bytes each).
 """
 from __future__ import annotations
 
-import json
-import re
-import resource
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import torch
 
-
-def _peak_rss_reset() -> bool:
-    """Reset the kernel's peak-RSS counter (Linux >= 4.0: write 5 to clear_refs)."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        return True
-    except OSError:
-        return False
-
-
-def _peak_rss_bytes() -> int:
-    try:
-        return int(re.search(r"VmHWM:\s+(\d+) kB", Path("/proc/self/status").read_text()).group(1)) * 1024
-    except (OSError, AttributeError):  # not Linux: lifetime peak (includes loading)
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
+from lorakit_nb.lora.layer import trainable_parameters
+from lorakit_nb.meter import child_main, peak_bytes, reset_peak, run_fresh
 
 
 def _weight_bytes(model) -> int:
@@ -54,7 +35,6 @@ def _measure_here(kind, seconds, model_name, manifest, batch_size, steps, r, che
         enable_checkpointing,
         featurize,
         load_asr_model,
-        trainable_params,
     )
 
     torch.manual_seed(0)
@@ -84,21 +64,16 @@ def _measure_here(kind, seconds, model_name, manifest, batch_size, steps, r, che
         return float(loss)
 
     step()  # warm-up: allocates Adam's moments and the allocator's pools
-    if cuda:
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-    reset = cuda or _peak_rss_reset()
+    reset = reset_peak()
     t0 = time.perf_counter()
     losses = [step() for _ in range(steps)]
-    if cuda:
-        torch.cuda.synchronize()
+    peak = peak_bytes()  # synchronizes a GPU before reading
     dt = (time.perf_counter() - t0) / steps
-    peak = torch.cuda.max_memory_allocated() if cuda else _peak_rss_bytes()
     return {"setup": {"lora": "LoRA fp32", "qlora": "QLoRA NF4", "full": "full fine-tune"}[kind], "kind": kind,
             "audio_seconds": seconds, "frames": seconds * 100, "batch_size": batch_size,
             "s_per_step": round(dt, 3), "peak_gb": round(peak / 1e9, 3),
             "memory": "CUDA allocated" if cuda else "process RSS", "peak_is_training_only": reset,
-            "weights_mb": round(_weight_bytes(model) / 1e6, 1), "trainable_params": trainable_params(model)[0],
+            "weights_mb": round(_weight_bytes(model) / 1e6, 1), "trainable_params": trainable_parameters(model)[0],
             "loss": losses[-1]}
 
 
@@ -117,13 +92,8 @@ def measure_step(kind: str, seconds: int = 5, *, model_name: str = "whisper-base
         raise ValueError(f"kind must be 'lora', 'qlora' or 'full', got {kind!r}")
     args = {"kind": kind, "seconds": int(seconds), "model_name": model_name, "manifest": str(manifest),
             "batch_size": batch_size, "steps": steps, "r": r, "checkpointing": checkpointing}
-    proc = subprocess.run([sys.executable, "-m", "lorakit_nb.speech.cost", json.dumps(args)], capture_output=True,
-                          text=True, timeout=timeout, check=False)
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
-    if proc.returncode != 0 or not lines:
-        raise RuntimeError(f"measure_step({kind!r}, {seconds}) failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
-    return json.loads(lines[-1][len("RESULT "):])
+    return run_fresh("lorakit_nb.speech.cost", args, timeout=timeout)
 
 
-if __name__ == "__main__":  # child process of measure_step
-    print("RESULT " + json.dumps(_measure_here(**json.loads(sys.argv[1]))), flush=True)
+if __name__ == "__main__":  # the child process of measure_step
+    child_main(_measure_here)

@@ -2,23 +2,23 @@
 
 Covers: ``WhisperCollator`` (stack log-mels, pad labels with -100, drop a doubled start token),
 ``DevCERCallback`` (greedy, capped transcription of the dev clips at each epoch end),
-``TimeBudgetCallback`` (stop cleanly when a wall-clock budget is spent), and ``train_asr`` which wires
-features, ``WhisperCollator``, ``Seq2SeqTrainingArguments`` and the callbacks together and returns the
-loss curve, the dev-CER curve and the training time.
+and ``train_asr`` which wires features, ``WhisperCollator``, ``Seq2SeqTrainingArguments`` and the
+callbacks (``training.TimeBudgetCallback`` among them) together and returns the one ``TrainResult``
+(loss curve, dev-CER curve, training time) that ``training.run_trainer`` reads from the Trainer's log.
 
-Does NOT cover: building the model (``asr_lora.py``), test-set scoring and saving (``asr_eval.py``),
+Does NOT cover: building the model (``speech/whisper.py``), test-set scoring (``speech/evaluate.py``),
 checkpoints (none are written: the notebook saves the adapter itself), mixed precision.
 """
 from __future__ import annotations
 
 import tempfile
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from transformers import TrainerCallback
 
 from lorakit_nb.speech.evaluate import transcribe
+from lorakit_nb.training import TimeBudgetCallback, TrainResult, run_trainer
 
 
 @dataclass
@@ -76,29 +76,6 @@ class DevCERCallback(TrainerCallback):
         print(f"epoch {entry['epoch']:.2f} (step {entry['step']}): dev CER {entry['dev_cer']:.3f}", flush=True)
 
 
-class TimeBudgetCallback(TrainerCallback):
-    """Ask the Trainer to stop after the step that crosses `seconds` of training time (None: no limit)."""
-
-    def __init__(self, seconds):
-        self.seconds, self.start, self.stopped_early = seconds, None, False
-
-    def on_train_begin(self, args, state, control, **kwargs):
-        self.start = time.perf_counter()
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if self.seconds is not None and time.perf_counter() - self.start > self.seconds:
-            control.should_training_stop = self.stopped_early = True
-
-
-@dataclass
-class TrainResult:
-    train_seconds: float  # wall clock of trainer.train(), dev evaluations included
-    steps: int
-    losses: list = field(default_factory=list)  # [(step, loss)] as logged
-    dev_history: list = field(default_factory=list)  # DevCERCallback entries
-    stopped_early: bool = False
-
-
 def train_asr(model, processor, train_features, *, dev_audios=None, dev_texts=None, output_dir=None,
               epochs: float = 3, batch_size: int = 8, learning_rate: float = 1e-3, warmup_steps: int = 10,
               weight_decay: float = 0.0, logging_steps: int = 5, time_budget_s=None, seed: int = 0,
@@ -108,7 +85,7 @@ def train_asr(model, processor, train_features, *, dev_audios=None, dev_texts=No
     A linear learning-rate schedule with a short warm-up; no checkpoints saved; ``label_names`` set
     because a PeftModel's forward signature hides ``labels`` from the Trainer's detection; columns
     are kept (our items are plain dicts, the collator picks what it needs). Extra ``callbacks`` (e.g.
-    ``live_plot.LossPlotCallback()``) are passed to the Trainer.
+    ``text.plot.LossPlotCallback()``) are passed to the Trainer.
     Example: res = train_asr(model, processor, feats, dev_audios=a, dev_texts=t, epochs=3)
              res.dev_history[-1]["dev_cer"] -> 0.2 (say)
     """
@@ -133,9 +110,4 @@ def train_asr(model, processor, train_features, *, dev_audios=None, dev_texts=No
     trainer = Seq2SeqTrainer(model=model, args=args, train_dataset=train_features,
                              data_collator=WhisperCollator(processor, model.config.decoder_start_token_id),
                              callbacks=callbacks)
-    t0 = time.perf_counter()
-    trainer.train()
-    seconds = time.perf_counter() - t0
-    losses = [(h["step"], h["loss"]) for h in trainer.state.log_history if "loss" in h]
-    return TrainResult(train_seconds=seconds, steps=trainer.state.global_step, losses=losses,
-                       dev_history=dev_cb.history if dev_cb else [], stopped_early=budget.stopped_early)
+    return run_trainer(trainer, budget=budget)

@@ -227,16 +227,6 @@ def lora_param_count(config, r: int, targets=ATTENTION_TARGETS) -> int:
     return config.encoder_layers * (per_attn + enc_ffn) + config.decoder_layers * (2 * per_attn + dec_ffn)
 
 
-def trainable_params(model) -> tuple[int, int]:
-    """(trainable, total) parameter counts; a 4-bit weight counts its logical (unpacked) size."""
-    trainable = total = 0
-    for p in model.parameters():
-        n = p.numel() * (2 if p.__class__.__name__ == "Params4bit" else 1)  # two 4-bit values per byte
-        total += n
-        trainable += n if p.requires_grad else 0
-    return trainable, total
-
-
 def featurize(processor, audios, texts=None) -> list[dict]:
     """Log-mel features (and label ids) for each clip; seconds kept for the generation cap.
 

@@ -37,6 +37,15 @@ def window_seconds(model) -> int:
     return int(config.max_source_positions) // POSITIONS_PER_SECOND
 
 
+def model_frames(model) -> int:
+    """Mel frames a Whisper encoder takes: two per position (conv2 has stride 2).
+
+    Example: model_frames(whisper_base) -> 3000; after shrink_audio_context(model, processor, 5) -> 500.
+    """
+    config = getattr(model, "config", model)
+    return int(config.max_source_positions) * FRAMES_PER_SECOND // POSITIONS_PER_SECOND
+
+
 def set_processor_window(processor, seconds: int) -> None:
     """Make the feature extractor pad/cut every clip to ``seconds`` (``seconds * 100`` frames).
 

@@ -28,11 +28,8 @@ from pathlib import Path
 import yaml
 
 from lorakit_nb.errors import ConfigError
+from lorakit_nb.text.data import PROMPT_TEMPLATES
 
-PROMPT_TEMPLATES = {
-    "mandarin": "Translate Wu dialect to Mandarin: {wu}\nMandarin:",
-    "english": "Translate Wu dialect to English: {wu}\nEnglish:",
-}
 TASK_TYPES = {"text-generation": "CAUSAL_LM", "causal_lm": "CAUSAL_LM", "causal-lm": "CAUSAL_LM"}
 QUANTIZATION = ("none", "8bit", "4bit")
 # Spellings people write for the same key (lora-scripts and peft names) -> the field name here.

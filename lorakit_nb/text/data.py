@@ -25,11 +25,16 @@ import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
-from lorakit_nb.errors import DataError
+from lorakit_nb.errors import DataError, MissingFileError
 
 DEFAULT_COLUMNS = ("wu", "mandarin", "english")
 SPLITS = ("train", "dev", "test")
-DEFAULT_TEMPLATE = "Translate Wu dialect to Mandarin: {wu}\nMandarin:"
+# The prompt each target is trained and scored with: defined here once, read by config, evaluate, export.
+PROMPT_TEMPLATES = {
+    "mandarin": "Translate Wu dialect to Mandarin: {wu}\nMandarin:",
+    "english": "Translate Wu dialect to English: {wu}\nEnglish:",
+}
+DEFAULT_TEMPLATE = PROMPT_TEMPLATES["mandarin"]
 
 
 def _norm(text: str) -> str:
@@ -98,7 +103,7 @@ def _read(path, columns: Sequence[str]) -> tuple[list[dict], list[int]]:
     """Parse and check one CSV; return its pairs and the line number each pair starts on."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file (looked in {path.resolve().parent}). "
+        raise MissingFileError(f"{path}: no such file (looked in {path.resolve().parent}). "
                                 "Fix: check the path, or the config key that names it.")
     records = ((n, cells) for n, cells in _records(path, _decode(path)) if any(c.strip() for c in cells))
     first = next(records, None)  # blank lines (and Excel's ",,," rows) are skipped, not errors

@@ -16,10 +16,12 @@ from pathlib import Path
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 
-from lorakit_nb.env import write_json_atomic
+from lorakit_nb.env import torch_threads
+from lorakit_nb.errors import MissingFileError
+from lorakit_nb.io import write_json_atomic
 from lorakit_nb.metrics import chrf, exact_match, repetition_rate
 from lorakit_nb.text.adapters import adapter_scale, adapter_train_config
-from lorakit_nb.text.data import load_pairs, make_examples
+from lorakit_nb.text.data import DEFAULT_TEMPLATE, PROMPT_TEMPLATES, load_pairs, make_examples
 
 
 class StopAtNewline(StoppingCriteria):
@@ -65,14 +67,24 @@ def generate_batch(model, tokenizer, prompts, max_new_tokens: int = 40, batch_si
     end right before the first new token). Example: ["Translate Wu dialect to Mandarin: 侬好\\nMandarin:"]
     -> ["你好"] for a trained adapter; a base model often answers with the Wu sentence itself.
     """
-    from tqdm.auto import tqdm
 
-    tokenizer.padding_side = "left"
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     outputs = [""] * len(prompts)
-    was_training = model.training
+    was_training, side = model.training, tokenizer.padding_side
     model.eval()
+    tokenizer.padding_side = "left"  # restored below: the caller's tokenizer is not ours to change
     batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    try:
+        _generate_batches(model, tokenizer, prompts, batches, outputs, max_new_tokens, progress)
+    finally:
+        tokenizer.padding_side = side
+        model.train(was_training)
+    return outputs
+
+
+def _generate_batches(model, tokenizer, prompts, batches, outputs, max_new_tokens, progress):
+    from tqdm.auto import tqdm
+
     for idx in tqdm(batches, desc="generate", disable=not progress, leave=False):
         enc = tokenizer([prompts[i] for i in idx], return_tensors="pt", padding=True).to(model.device)
         width = enc["input_ids"].shape[1]
@@ -83,11 +95,9 @@ def generate_batch(model, tokenizer, prompts, max_new_tokens: int = 40, batch_si
         new = out[:, width:] if out.shape[1] > width else out[:, :0]  # (batch, new tokens)
         for i, text in zip(idx, tokenizer.batch_decode(new, skip_special_tokens=True)):
             outputs[i] = text.strip().split("\n")[0].strip()
-    model.train(was_training)
-    return outputs
 
 
-def evaluate_pairs(model, tokenizer, pairs, template: str = "Translate Wu dialect to Mandarin: {wu}\nMandarin:",
+def evaluate_pairs(model, tokenizer, pairs, template: str = DEFAULT_TEMPLATE,
                    target: str = "mandarin", max_new_tokens: int = 40, batch_size: int = 16,
                    progress: bool = True) -> dict:
     """Generate for every pair and score against its `target` column.
@@ -155,11 +165,10 @@ def evaluate_adapter(adapter_dir, data_csv, out_json=None, base_model=None, *, t
     from peft import PeftModel
 
     from lorakit_nb.models.resolve import load_causal_lm
-    from lorakit_nb.text.config import PROMPT_TEMPLATES
 
     adapter_dir = Path(adapter_dir)
     if not (adapter_dir / "adapter_config.json").is_file():
-        raise FileNotFoundError(f"{adapter_dir}: no adapter_config.json here. Fix: pass the folder that "
+        raise MissingFileError(f"{adapter_dir}: no adapter_config.json here. Fix: pass the folder that "
                                 "holds adapter_config.json and adapter_model.safetensors.")
     saved = adapter_train_config(adapter_dir)
     target = target or saved.get("target", "mandarin")
@@ -167,12 +176,11 @@ def evaluate_adapter(adapter_dir, data_csv, out_json=None, base_model=None, *, t
     base_name = base_model or saved.get("base_model") or json.loads(
         (adapter_dir / "adapter_config.json").read_text("utf-8"))["base_model_name_or_path"]
     pairs = load_pairs(data_csv)  # validate the CSV before the model load
-    if saved.get("num_threads"):  # the thread count it was trained with (1 beats 2 on a busy 2-core CPU)
-        torch.set_num_threads(saved["num_threads"])
     # the dtype it was trained in, so scores match the notebook's (bf16 and fp32 greedy outputs can differ)
     base, tokenizer = load_causal_lm(base_name, dtype=getattr(torch, saved.get("dtype", "float32")))
     model = PeftModel.from_pretrained(base, str(adapter_dir))
-    result = evaluate_pairs(model, tokenizer, pairs, template, target, max_new_tokens, batch_size)
+    with torch_threads(saved.get("num_threads")):  # the count it was trained with (1 beats 2 on a busy 2-core CPU)
+        result = evaluate_pairs(model, tokenizer, pairs, template, target, max_new_tokens, batch_size)
     report = {"adapter": str(adapter_dir), "data": str(data_csv), "base_model": base_name, "target": target,
               **{k: result[k] for k in ("chrf", "exact_match", "repetition_rate", "n")},
               "examples": result["examples"]}

@@ -5,14 +5,13 @@ on the prompt and on padding); a padding collator; the response-only-logits loss
 vocabulary head (262k rows for Gemma 3) only at the positions the loss reads; `train_from_config`
 (the function behind `lorakit train --config ...` and notebook 02); continuing training from a saved
 adapter; a second adapter trained on the same in-memory base.
-Does not: generate or score text (see `text_eval.py`), parse YAML (`config.py`) or find model
-weights (`models.py`).
+Does not: generate or score text (`text/evaluate.py`), parse YAML (`text/config.py`), find model
+weights (`models/resolve.py`) or read the Trainer's log (`training.run_trainer`).
 """
 from __future__ import annotations
 
 import dataclasses
 import math
-import time
 from pathlib import Path
 
 import torch
@@ -24,6 +23,7 @@ from transformers import (
     set_seed,
 )
 
+from lorakit_nb.env import torch_threads
 from lorakit_nb.text.adapters import FlatAdapterCheckpoints, save_adapter
 from lorakit_nb.text.config import (
     TrainConfig,
@@ -33,7 +33,7 @@ from lorakit_nb.text.config import (
     load_config,
 )
 from lorakit_nb.text.data import load_pairs, make_examples
-from lorakit_nb.text.plot import LossPlotCallback
+from lorakit_nb.training import TrainResult, run_trainer
 
 IGNORE = -100  # label value PyTorch's cross_entropy skips
 
@@ -110,44 +110,6 @@ class ResponseOnlyTrainer(Trainer):
         return (loss, {"loss": loss}) if return_outputs else loss
 
 
-@dataclasses.dataclass
-class TrainResult:
-    """What `train_from_config` hands back: the trained model and the numbers a learner reads."""
-
-    model: object
-    tokenizer: object
-    config: TrainConfig
-    adapter_dir: str
-    adapter_bytes: int
-    train_seconds: float
-    steps: int
-    epochs: float
-    train_losses: list
-    eval_losses: list
-    train_tokens: int
-    best_checkpoint: str | None
-
-    @property
-    def train_loss_first(self) -> float:
-        return self.train_losses[0][1]
-
-    @property
-    def train_loss_last(self) -> float:
-        return self.train_losses[-1][1]
-
-    @property
-    def eval_loss_best(self) -> float:
-        return min(l for _, l in self.eval_losses) if self.eval_losses else float("nan")
-
-    @property
-    def tokens_per_second(self) -> float:
-        return self.train_tokens / self.train_seconds
-
-    @property
-    def seconds_per_epoch(self) -> float:
-        return self.train_seconds / max(self.epochs, 1e-9)
-
-
 def load_base_model(cfg: TrainConfig):
     """(model, tokenizer) for `cfg.base_model`, quantized with bitsandbytes when `cfg.quantization` asks."""
     from lorakit_nb.models.resolve import load_causal_lm
@@ -221,11 +183,8 @@ def train_from_config(config_or_path, *, callbacks=None, model=None, tokenizer=N
     if cfg.max_train_examples > 0:
         train_pairs = train_pairs[: cfg.max_train_examples]
     set_seed(cfg.seed)
-    if cfg.num_threads > 0:  # process-wide; 1 thread can beat 2 on a busy 2-core machine (no waiting at barriers)
-        torch.set_num_threads(cfg.num_threads)
     if model is None:
         model, tokenizer = load_base_model(cfg)
-    tokenizer.padding_side = "right"
     if resume_adapter is not None:
         from peft import PeftModel
 
@@ -235,21 +194,17 @@ def train_from_config(config_or_path, *, callbacks=None, model=None, tokenizer=N
     enc = lambda pairs: encode_pairs(tokenizer, pairs, cfg.template, cfg.target, cfg.max_seq_length)
     train_set, dev_set = enc(train_pairs), enc(dev_pairs)
     on_gpu = torch.cuda.is_available()
-    plot_cb = next((c for c in callbacks or [] if isinstance(c, LossPlotCallback)), None)
-    cbs = list(callbacks or []) + ([] if plot_cb else [plot_cb := LossPlotCallback(live=False)])
-    cbs.append(FlatAdapterCheckpoints(cfg.adapter_name))
+    cbs = [*(callbacks or []), FlatAdapterCheckpoints(cfg.adapter_name)]
     if cfg.early_stopping_patience > 0:
         cbs.append(EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience))
     trainer_cls = ResponseOnlyTrainer if cfg.response_only_logits else Trainer
     trainer = trainer_cls(model=model, args=_training_args(cfg, len(train_set), on_gpu), train_dataset=train_set,
                           eval_dataset=dev_set, data_collator=PadCollator(tokenizer.pad_token_id), callbacks=cbs)
-    start = time.perf_counter()
-    trainer.train()
-    seconds = time.perf_counter() - start
+    with torch_threads(cfg.num_threads):
+        res = run_trainer(trainer)
     adapter_dir, nbytes = save_adapter(model, cfg.adapter_name, Path(cfg.output_dir) / "adapter",
                                      {**cfg.to_dict(), "prompt_template": cfg.template})
-    epochs = float(trainer.state.epoch or 0.0)
-    tokens = round(sum(len(x["input_ids"]) for x in train_set) * epochs)
     model.eval()
-    return TrainResult(model, tokenizer, cfg, adapter_dir, nbytes, seconds, trainer.state.global_step, epochs,
-                       plot_cb.train, plot_cb.dev, tokens, trainer.state.best_model_checkpoint)
+    tokens = round(sum(len(x["input_ids"]) for x in train_set) * res.epochs)
+    return dataclasses.replace(res, train_tokens=tokens, model=model, tokenizer=tokenizer, config=cfg,
+                               adapter_dir=adapter_dir, adapter_bytes=nbytes)
