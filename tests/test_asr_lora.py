@@ -143,7 +143,11 @@ def test_qlora_steps_on_cpu_train_and_survive_evaluation(tmp_path):
     res = train_asr(model, processor, feats, dev_audios=noise([1.0], seed=1), dev_texts=["今天开会"],
                     output_dir=tmp_path, epochs=2, batch_size=2, learning_rate=1e-2, warmup_steps=0, logging_steps=1)
     assert res.steps == 4 and len(res.train_losses) == 4 and all(math.isfinite(loss) for _, loss in res.train_losses)
-    assert [h["epoch"] for h in res.dev_history] == [1.0, 2.0] and all(h["dev_cer"] >= 0 for h in res.dev_history)
+    assert [h["epoch"] for h in res.dev_history] == [1.0, 2.0]
+    # the last dev CER is the trained model's own: greedy decoding of the dev clip again gives the same number
+    from lorakit_nb.metrics import cer
+    again = cer(["今天开会"], transcribe(model, processor, noise([1.0], seed=1), progress=False))
+    assert res.dev_history[-1]["dev_cer"] == pytest.approx(again)
     b = [p for n, p in model.named_parameters() if "lora_B" in n]
     assert any(p.abs().sum() > 0 for p in b)
     fc1 = model.get_encoder().layers[0].fc1
@@ -193,7 +197,8 @@ def test_measure_step_reports_time_memory_and_counts():
     """
     row = measure_step("lora", 1, model_name="tiny-whisper", batch_size=2, steps=1, r=8)
     assert row["trainable_params"] == 12_288 and row["frames"] == 100
-    assert row["s_per_step"] > 0 and row["peak_gb"] > 0 and math.isfinite(row["loss"])
+    # the training peak holds at least the model's own weights; the step time is a real, finite number
+    assert row["peak_gb"] * 1e3 >= row["weights_mb"] and math.isfinite(row["s_per_step"]) and math.isfinite(row["loss"])
     with pytest.raises(ValueError, match="kind"):
         measure_step("int8")
 

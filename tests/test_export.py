@@ -5,6 +5,7 @@ Every LoRA here gets a NON-ZERO B: at init B = 0 and "merged == unmerged" would 
 """
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -48,8 +49,17 @@ def features(processor, seconds=(1.0, 2.0), seed=0):
     return processor.feature_extractor(audios, sampling_rate=16000, return_tensors="pt").input_features
 
 
+@functools.cache
+def decoder_prompt() -> tuple:
+    """<|startoftranscript|><|zh|><|transcribe|><|notimestamps|> + the tokens of " 你", looked up."""
+    from lorakit_nb.export.ct2 import prompt_ids
+
+    tok = tiny()[1].tokenizer
+    return tuple(prompt_ids(tok, "zh") + tok(" 你", add_special_tokens=False).input_ids)
+
+
 def decoder_logits(model, feats):
-    ids = torch.tensor([[50258, 50260, 50359, 50363, 220, 1546]] * feats.shape[0])  # prompt + 2 text tokens
+    ids = torch.tensor([list(decoder_prompt())] * feats.shape[0])  # prompt + text tokens
     with torch.no_grad():
         return model(input_features=feats, decoder_input_ids=ids).logits  # (batch, 6, vocab)
 
@@ -218,12 +228,16 @@ def test_adapter_on_wrong_base_is_refused(exported, tmp_path):
 def ct2_ready(exported):
     """The merged tiny model with every special/timestamp token suppressed (a random model would
     otherwise emit timestamps, which transformers turns into segments), exported as CT2 float32 + int8."""
+    from transformers import WhisperTokenizer
+
     from lorakit_nb.export.ct2 import export_ct2
 
     merged_dir = exported["merged_dir"]
     gen_path = merged_dir / "generation_config.json"
     gen = json.loads(gen_path.read_text())
-    gen["suppress_tokens"] = list(range(50258, 51865))  # everything after <|endoftext|>
+    tok = WhisperTokenizer.from_pretrained(merged_dir)
+    eot = tok.convert_tokens_to_ids("<|endoftext|>")
+    gen["suppress_tokens"] = list(range(eot + 1, len(tok)))  # every special token after <|endoftext|>
     gen_path.write_text(json.dumps(gen))
     tmp = exported["tmp"]
     return {"merged": merged_dir, "f32": export_ct2(merged_dir, tmp / "ct2_f32", "float32"),
@@ -254,7 +268,8 @@ def test_ct2_greedy_tokens_equal_transformers(ct2_ready, seconds):
     feats = features(processor, (1.0, 2.5, 4.0))
     assert feats.shape[-1] == seconds * 100
     cap = 12
-    hf = [[t for t in row if t != 50257] for row in _hf_tokens(model, feats, cap)]  # drop end-of-text/padding
+    eot = processor.tokenizer.convert_tokens_to_ids("<|endoftext|>")
+    hf = [[t for t in row if t != eot] for row in _hf_tokens(model, feats, cap)]  # drop end-of-text/padding
     ct2 = ct2_generate(load_ct2(ct2_ready["f32"], "float32"), feats.numpy(), prompt_ids(processor.tokenizer), cap)
     assert ct2 == hf
     assert max(len(t) for t in hf) == cap

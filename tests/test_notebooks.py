@@ -35,20 +35,25 @@ def check_01(m):
 def check_02(m):
     assert m["chrf_after"] > m["chrf_before"]
     assert math.isfinite(m["train_loss_last"]) and m["train_loss_last"] < m["train_loss_first"]
-    assert m["adapter_bytes"] > 0
+    # `lorakit evaluate` on the saved adapter scores the same model the notebook scored
+    assert abs(m["evaluate_command_chrf"] - m["chrf_after"]) < 1.0
 
 
 def check_03(m):
-    assert 0 <= m["cer_finetuned"] < m["cer_zero_shot"]
-    assert m["train_seconds"] > 0 and m["adapter_bytes"] > 0
+    assert m["cer_finetuned"] < m["cer_zero_shot"]
+    assert m["cer_ratio"] <= 0.33  # the course's target: fine-tuning cuts test CER to a third or less
 
 
 def check_04(m):
-    for key in ("cer_zero_shot", "cer_finetuned_hf", "cer_ct2_int8"):
-        assert 0 <= m[key] <= 2, key
+    # the merged model is the fine-tuned one (better than zero-shot); its CT2 exports keep its CER
+    assert m["cer_finetuned_hf"] < m["cer_zero_shot"]
     assert abs(m["cer_ct2_int8"] - m["cer_finetuned_hf"]) <= 0.05
-    assert m["speed_ratio_ct2_int8_vs_hf"] > 0
-    assert m["ct2_int8_bytes"] > 0 and m["merged_bytes"] > m["adapter_bytes"] > 0
+    assert abs(m["cer_ct2_float32"] - m["cer_finetuned_hf"]) <= 0.01 and m["ct2_agreement_float32"] >= 0.9
+    assert m["ct2_agreement_int8"] >= 0.6
+    # measured 3.4x on a 2-core AVX2 machine; 1.5x leaves room for a slower or busier one
+    assert m["speed_ratio_ct2_int8_vs_hf"] >= 1.5
+    assert m["ct2_int8_bytes"] < 0.35 * m["ct2_float32_bytes"]  # int8 weights: about a quarter of fp32
+    assert m["merged_bytes"] > 50 * m["adapter_bytes"]
 
 
 CHECKS = {"01": check_01, "02": check_02, "03": check_03, "04": check_04}
