@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"
-	$(BIN)/python -m pip install --quiet -e ".[dev,offline-models]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,offline-models,serve]"
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (lorakit)"
 	touch $(STAMP)
 
@@ -27,12 +27,14 @@ smoke: $(STAMP)
 	$(BIN)/lorakit run --profile smoke --run-dir runs/smoke
 
 test: $(STAMP)
+	$(BIN)/ruff check lorakit_nb tests benchmarks
 	$(BIN)/python -m pytest -q -rs
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not notebook"
 
 lab: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e ".[lab]"
 	$(BIN)/jupyter lab notebooks/
 
 # Regenerate the synthetic Mandarin speech corpus (needs Debian/Ubuntu espeak-ng).

@@ -77,6 +77,16 @@ def test_traditional_to_simplified():
     assert cer(["我們的國家"], ["我们的国家"]) == 0.0
 
 
+def test_t2s_is_the_maintained_opencc():
+    """The kit uses OpenCC's own binding (``opencc`` on PyPI), whose t2s tables map variant forms to the
+    standard Simplified character (幷 -> 并, 擡 -> 抬); the older pure-Python reimplementation keeps them.
+    Whole sentences from the course data convert the same way with both."""
+    from importlib.metadata import version
+
+    assert int(version("opencc").split(".")[0]) >= 1
+    assert normalize_zh("幷擡頭看後來開會") == "并抬头看后来开会"
+
+
 def test_arabic_and_chinese_numerals_score_equal():
     """十二 vs 12 and 两个 vs 2个: equal after normalization, so 0 edits."""
     assert cer(["我有十二个苹果", "两个人"], ["我有12个苹果", "2个人"]) == 0.0

@@ -52,10 +52,24 @@ def encode_pair(tokenizer, prompt: str, response: str, max_len: int) -> dict:
     return {"input_ids": p + r, "labels": [IGNORE] * len(p) + r}
 
 
-def encode_pairs(tokenizer, pairs, template: str, target: str, max_len: int) -> list[dict]:
-    """Encode each pair: `template` filled from the pair is the prompt, its `target` column the response."""
-    return [encode_pair(tokenizer, ex["prompt"], ex["response"], max_len)
-            for ex in make_examples(pairs, template, target)]
+def encode_pairs(tokenizer, pairs, template: str, target: str, max_len: int):
+    """A ``datasets.Dataset`` of encoded pairs (columns input_ids, labels), built with ``Dataset.map``.
+
+    `template` filled from the pair is the prompt, its `target` column the response. Kept in memory
+    (nothing cached on disk). Example: encode_pairs(tok, pairs, DEFAULT_TEMPLATE, "mandarin", 128)[0]
+    -> {"input_ids": [...], "labels": [-100, ..., 90, 91, 1]}
+    """
+    import hashlib
+
+    from datasets import Dataset
+
+    examples = Dataset.from_list([{"prompt": ex["prompt"], "response": ex["response"]}
+                                  for ex in make_examples(pairs, template, target)])
+    # a fingerprint from the inputs, so datasets need not hash the tokenizer (it warns when it cannot)
+    key = hashlib.sha256(repr((tokenizer.name_or_path, len(tokenizer), template, max_len,
+                               examples["prompt"], examples["response"])).encode()).hexdigest()[:16]
+    return examples.map(lambda ex: encode_pair(tokenizer, ex["prompt"], ex["response"], max_len),
+                        remove_columns=["prompt", "response"], new_fingerprint=key, desc="encode pairs")
 
 
 class PadCollator:
