@@ -256,3 +256,15 @@ def test_repetition_rate_on_degenerate_string():
     assert repetition_rate(["谢谢谢谢谢谢"], n=2) == 1.0  # 谢谢 occurs 5 times
     with pytest.raises(ScoringError, match="no texts"):
         repetition_rate([])
+
+
+def test_bootstrap_ci_brackets_the_score_and_narrows_with_agreement():
+    """All hypotheses right -> every resample scores 100 (a zero-width interval); half right -> the
+    interval contains the corpus score and is wide, since a resample can draw mostly right or wrong ones."""
+    from lorakit_nb.metrics import bootstrap_ci, chrf
+
+    refs = ["今天天气很好", "我们明天去上海", "你吃饭了吗", "这个东西很便宜"] * 5
+    assert bootstrap_ci(chrf, refs, refs, n=200) == (100.0, 100.0)
+    half = [r if i % 2 else "完全不同的句子" for i, r in enumerate(refs)]
+    lo, hi = bootstrap_ci(chrf, refs, half, n=300)
+    assert lo < chrf(refs, half) < hi and hi - lo > 10

@@ -37,6 +37,12 @@ def check_02(m):
     assert math.isfinite(m["train_loss_last"]) and m["train_loss_last"] < m["train_loss_first"]
     # `lorakit evaluate` on the saved adapter scores the same model the notebook scored
     assert abs(m["evaluate_command_chrf"] - m["chrf_after"]) < 1.0
+    # the strength to ship is chosen on dev; test reports that one choice, inside its bootstrap interval
+    assert m["strength_chosen_on"] == "dev"
+    best_dev = max(c for _, c in m["dev_strength_curve"])
+    assert dict(map(tuple, m["dev_strength_curve"]))[m["best_scale"]] == best_dev
+    lo, hi = m["chrf_test_shipped_ci95"]
+    assert lo <= m["chrf_test_shipped"] <= hi
 
 
 def check_03(m):
@@ -48,6 +54,8 @@ def check_04(m):
     # the merged model is the fine-tuned one (better than zero-shot); its CT2 exports keep its CER
     assert m["cer_finetuned_hf"] < m["cer_zero_shot"]
     assert abs(m["cer_ct2_int8"] - m["cer_finetuned_hf"]) <= 0.05
+    # the shipped call (faster-whisper at the trained window) scores like the model that was evaluated
+    assert m["faster_whisper_clips"] == 40 and abs(m["cer_faster_whisper_int8"] - m["cer_finetuned_hf"]) <= 0.01
     assert abs(m["cer_ct2_float32"] - m["cer_finetuned_hf"]) <= 0.01 and m["ct2_agreement_float32"] >= 0.9
     assert m["ct2_agreement_int8"] >= 0.6
     # measured 3.4x on a 2-core AVX2 machine; 1.5x leaves room for a slower or busier one
@@ -56,7 +64,18 @@ def check_04(m):
     assert m["merged_bytes"] > 50 * m["adapter_bytes"]
 
 
-CHECKS = {"01": check_01, "02": check_02, "03": check_03, "04": check_04}
+def check_05(m):
+    assert m["cer_served"] == m["cer_offline"] and 0 <= m["cer_served"] <= 2  # same decoding over HTTP
+    assert m["served_identical_fraction"] == 1.0
+    assert {k: m["protections"][k]["status"] for k in ("no_key", "wrong_key", "oversize_body", "rate_limit")} == \
+        {"no_key": 401, "wrong_key": 403, "oversize_body": 413, "rate_limit": 429}
+    assert all(row["observed"] == row["expected"] for row in m["protections"].values()), m["protections"]
+    assert math.isfinite(m["p95_ms_c1"]) and m["p95_ms_c1"] > 0
+    assert all(row["ok"] == row["requests"] for row in m["load"]), "the load test at these levels must not fail"
+    assert {row["claim"] for row in m["claims"]} and all(isinstance(row["holds"], bool) for row in m["claims"])
+
+
+CHECKS = {"01": check_01, "02": check_02, "03": check_03, "04": check_04, "05": check_05}
 
 
 @pytest.mark.notebook
@@ -72,12 +91,14 @@ SMOKE_KEYS = {
     "01": ["profile", "max_abs_diff_vs_peft", "llama2_7b_r8_qv_trainable", "lowrank_fit_mse_at_true_rank",
            "memory_estimate_7b_gib"],
     "02": ["profile", "base_model", "chrf_before", "chrf_after", "train_loss_first", "train_loss_last",
-           "train_steps", "adapter_bytes", "strength_curve", "chrf_english_after", "evaluate_command_chrf"],
+           "train_steps", "adapter_bytes", "dev_strength_curve", "strength_chosen_on", "chrf_test_shipped_ci95", "chrf_english_after", "evaluate_command_chrf"],
     "03": ["profile", "model", "cer_zero_shot", "cer_finetuned", "cer_ratio", "train_seconds", "train_steps",
            "adapter_bytes", "adapter_dir"],
     "04": ["profile", "cer_zero_shot", "adapter_bytes", "merged_bytes", "cer_finetuned_hf", "ct2_int8_bytes",
-           "ct2_float32_bytes", "cer_ct2_int8", "ct2_agreement_int8", "speed_ratio_ct2_int8_vs_hf",
+           "ct2_float32_bytes", "cer_ct2_int8", "ct2_agreement_int8", "cer_faster_whisper_int8", "faster_whisper_window", "speed_ratio_ct2_int8_vs_hf",
            "text_merged_bytes"],
+    "05": ["profile", "cer_served", "cer_offline", "served_identical_fraction", "load", "p95_ms_c1",
+           "throughput_c8_over_offline_batched", "protections", "claims", "server_rss_mb"],
 }
 
 

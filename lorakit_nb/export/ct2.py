@@ -16,7 +16,7 @@ CER arithmetic (``metrics``), beam search or timestamps (greedy, ``<|notimestamp
 
 Pitfall measured with ctranslate2 4.8.5: ``Whisper.generate(max_length=L)`` stops after L // 2 new
 tokens (its C++ halves it, as OpenAI's ``sample_len = n_text_ctx // 2``), so a cap of N new tokens
-is ``max_length=2 * N``. ``tests/test_export.py`` pins this down against transformers' tokens.
+is ``max_length=2 * N``. ``tests/export/test_merge_ct2.py`` pins this down against transformers' tokens.
 """
 from __future__ import annotations
 
@@ -83,7 +83,7 @@ def ct2_generate(ct2_model, features: np.ndarray, prompt: list[int], max_new_tok
     """Greedy token ids (prompt and end-of-text excluded) for a (batch, n_mels, frames) float32 array.
 
     Any ``frames`` works: the CT2 encoder adds only the first frames // 2 position rows, exactly what
-    ``asr_lora.shrink_audio_context`` keeps. Example: features (8, 80, 500) -> 8 token lists.
+    ``speech.whisper.shrink_audio_context`` keeps. Example: features (8, 80, 500) -> 8 token lists.
     """
     import ctranslate2
 
@@ -115,12 +115,24 @@ def ct2_transcribe(ct2_model, processor, audios, *, batch_size: int = 8, per_sec
                            max_new_tokens=max_new_tokens, per_second=per_second)
 
 
+def shipped_window(ct2_dir) -> int:
+    """The audio window (seconds) an export was trained with, from its ``lorakit_export.json`` (else 30)."""
+    from lorakit_nb.io import ExportSidecar
+    from lorakit_nb.speech.window import FULL_WINDOW_SECONDS
+
+    sidecar = ExportSidecar.load(ct2_dir)
+    return int(sidecar.audio_seconds) if sidecar and sidecar.audio_seconds else FULL_WINDOW_SECONDS
+
+
 def faster_whisper_transcribe(ct2_dir, audios, *, compute_type: str = "int8", language: str = "zh",
-                              per_second: float = 6.0) -> list[str]:
+                              per_second: float = 6.0, chunk_length: int | None = None) -> list[str]:
     """Transcribe with ``faster_whisper.WhisperModel`` (greedy, no timestamps, no VAD, no fallback).
 
-    It computes its own log-mels (numpy, not transformers') and pads every clip to 30 s, so its text
-    can differ slightly from ``ct2_transcribe``'s on the same model - and it is slower on short clips.
+    ``chunk_length``: the window in seconds; default: the one the export was trained with
+    (``shipped_window``), so the deployed call runs the model that was scored. Left to itself
+    faster-whisper pads every clip to 30 s: a different function for an adapter trained at 5 s
+    (encoder self-attention mixes all positions, padding included). It computes its own log-mels
+    (numpy, not transformers'), so its text can still differ slightly from ``ct2_transcribe``'s.
     Example: faster_whisper_transcribe("runs/04/ct2_int8", audios[:4]) -> 4 strings
     """
     import torch
@@ -128,12 +140,13 @@ def faster_whisper_transcribe(ct2_dir, audios, *, compute_type: str = "int8", la
 
     from lorakit_nb.speech.evaluate import max_new_tokens_for
 
+    chunk_length = int(chunk_length or shipped_window(ct2_dir))
     model = WhisperModel(str(ct2_dir), device="cpu", compute_type=compute_type, cpu_threads=torch.get_num_threads())
     out = []
     for audio in audios:
         segments, _ = model.transcribe(np.asarray(audio, dtype=np.float32), language=language, beam_size=1,
                                        best_of=1, temperature=0.0, condition_on_previous_text=False,
-                                       without_timestamps=True, vad_filter=False,
+                                       without_timestamps=True, vad_filter=False, chunk_length=chunk_length,
                                        max_new_tokens=max_new_tokens_for(len(audio) / SAMPLE_RATE, per_second=per_second))
         out.append("".join(s.text for s in segments).strip())  # segments is a generator: this runs it
     return out
@@ -145,7 +158,8 @@ def parity_check(hf_model, processor, ct2_dir, audios, references, *, compute_ty
 
     ``agreement``: fraction of clips whose transcripts are identical after ``normalize_zh``;
     ``exact_agreement``: identical raw strings. Pass ``hf_hypotheses`` when already computed.
-    ``faster_whisper_clips=n`` also transcribes the first n clips through faster-whisper's API.
+    ``faster_whisper_clips=n`` also transcribes the first n clips through faster-whisper's API, at the
+    window the export was trained with.
     Example: -> {"cer_hf": 0.121, "cer_ct2": 0.118, "cer_gap_points": 0.3, "agreement": 0.95, ...}
     """
     from lorakit_nb.metrics import cer, normalize_zh

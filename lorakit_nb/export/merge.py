@@ -9,7 +9,7 @@ Covers:
 - ``write_model_card`` (README.md of an export folder), ``dir_bytes`` / ``weights_bytes`` (size on disk).
 
 Does NOT cover: the cost of the other merge recipes (``qlora_merge.py``), CTranslate2 conversion,
-parity and speed (``ct2_export.py``), scoring a manifest (``asr_score.py``), training.
+parity and speed (``export/ct2.py``), scoring a manifest (``speech/score.py``), training.
 """
 from __future__ import annotations
 
@@ -139,7 +139,7 @@ def merge_adapter(base_name_or_dir, adapter_dir, out_dir, *, audio_seconds: int 
     model, proc = load_base_fp32(base_name_or_dir)
     base_path = Path(resolve_model(base_name_or_dir, quiet=True).path)
     check_adapter_base(model, adapter_dir, str(base_name_or_dir))
-    if base_weights == "nf4":  # the weights a QLoRA adapter saw in training (asr_lora.nf4_config's recipe)
+    if base_weights == "nf4":  # the weights a QLoRA adapter saw in training (lora.quant.nf4_config's recipe)
         from lorakit_nb.export.qlora_merge import nf4_roundtrip, quantized_linear_names
 
         with torch.no_grad():

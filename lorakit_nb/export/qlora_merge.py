@@ -30,7 +30,7 @@ from torch import nn
 def nf4_roundtrip(weight: torch.Tensor, blocksize: int = 64, double_quant: bool = True) -> torch.Tensor:
     """The weight a 4-bit NF4 layer actually computes with: dequant(quant(weight)), same shape, fp32.
 
-    Same settings as ``asr_lora.nf4_config`` (NF4, blocks of 64, double quantization of the scales).
+    Same settings as ``lora.quant.nf4_config`` (NF4, blocks of 64, double quantization of the scales).
     Example: for a Gaussian (512, 512) weight the relative error ||out - w|| / ||w|| is ~0.09.
     """
     import bitsandbytes.functional as bnbf

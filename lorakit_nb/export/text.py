@@ -5,8 +5,8 @@ Covers: ``find_adapter`` (the peft adapter folder inside a run folder) and ``mer
 run's own scores for the model card). A missing run is not an error: it returns None, so a notebook
 can skip this optional part with a message.
 
-Does NOT cover: training or scoring the text adapter (``text_lora``), Whisper exports (``export``,
-``ct2_export``), GGUF export for llama.cpp (not done by the kit).
+Does NOT cover: training or scoring the text adapter (``text/train.py``), Whisper exports (``export/merge.py``,
+``export/ct2.py``), GGUF export for llama.cpp (not done by the kit).
 """
 from __future__ import annotations
 

@@ -5,8 +5,8 @@ folder, a peft adapter folder or a CTranslate2 folder -> something that transcri
 fits the clips) and ``evaluate_manifest`` (transcribe every row, corpus CER with its counts,
 per-utterance reference / hypothesis / normalized forms / edits, written atomically to JSON).
 
-Does NOT cover: generation itself (``asr_eval.transcribe``, ``ct2_export.ct2_transcribe``), the
-normalizer and CER arithmetic (``metrics``), text (CSV) evaluation (``text_eval.evaluate_adapter``).
+Does NOT cover: generation itself (``speech.evaluate.transcribe``, ``export.ct2.ct2_transcribe``), the
+normalizer and CER arithmetic (``metrics``), text (CSV) evaluation (``text.evaluate.evaluate_adapter``).
 """
 from __future__ import annotations
 

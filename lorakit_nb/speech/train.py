@@ -96,7 +96,8 @@ def train_asr(model, processor, train_features, *, dev_audios=None, dev_texts=No
     args = Seq2SeqTrainingArguments(
         output_dir=str(output_dir), per_device_train_batch_size=batch_size, num_train_epochs=epochs,
         learning_rate=learning_rate, warmup_steps=warmup_steps, weight_decay=weight_decay,
-        lr_scheduler_type="linear", logging_steps=logging_steps, save_strategy="no", eval_strategy="no",
+        lr_scheduler_type="linear", logging_steps=logging_steps, logging_first_step=True, save_strategy="no",
+        eval_strategy="no",
         report_to=[], remove_unused_columns=False, label_names=["labels"], seed=seed,
         dataloader_num_workers=0, dataloader_pin_memory=torch.cuda.is_available(), disable_tqdm=False,
     )

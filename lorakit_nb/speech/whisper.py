@@ -3,15 +3,15 @@
 Covers:
 - ``shrink_audio_context``: cut Whisper's 30 s encoder window down to the few seconds our clips last.
 - ``set_language_prefix``: the ``<|zh|><|transcribe|><|notimestamps|>`` prefix, for labels AND generate().
-- ``nf4_config`` / ``load_asr_model``: whisper in fp32 or 4-bit NF4 (double quantization, fp32 compute);
+- ``load_asr_model``: whisper in fp32 or 4-bit NF4 (``lora.quant.nf4_config``: double quantization, fp32 compute);
   ``fast_4bit_inference``: bitsandbytes' faster packed CPU kernel for evaluation, undone afterwards.
 - ``add_lora`` / ``lora_param_count``: peft LoRA on q_proj,v_proj (optionally k/out/fc1/fc2), frozen
   base, activation checkpointing with input grads; the hand formula for the trainable count.
 - ``featurize`` / ``fit_window``: log-mel features + label ids; which clips fit the audio window.
 
-Does NOT cover: the label collator, training loop and dev-CER callback (``asr_train.py``), generation
-and CER (``asr_eval.py``), step time and memory (``asr_cost.py``), reading audio or manifests
-(``speech.py``), converting the offline CTranslate2 pack (``models.py`` / ``ct2.py``).
+Does NOT cover: the label collator, training loop and dev-CER callback (``speech/train.py``), generation
+and CER (``speech/evaluate.py``), step time and memory (``speech/cost.py``), reading audio or manifests
+(``speech/data.py``), converting the offline CTranslate2 pack (``models/ct2_reader.py``).
 
 Why ``task_type`` is left unset in ``LoraConfig``: ``"SEQ_2_SEQ_LM"`` wraps the model in
 ``PeftModelForSeq2SeqLM`` (``"CAUSAL_LM"``, as some tutorials write, in ``PeftModelForCausalLM``),
@@ -26,9 +26,9 @@ import copy
 from contextlib import contextmanager
 
 import numpy as np
-import torch
 from torch import nn
 
+from lorakit_nb.lora.quant import nf4_config
 from lorakit_nb.speech.window import (
     POSITIONS_PER_SECOND,
     SAMPLE_RATE,
@@ -105,20 +105,6 @@ def set_language_prefix(model, processor, language: str = "zh", task: str = "tra
     gc.language, gc.task = language, task
     model.config.decoder_start_token_id = gc.decoder_start_token_id
     return tok.prefix_tokens
-
-
-def nf4_config():
-    """QLoRA's storage recipe: 4-bit NormalFloat weights, quantized scales, fp32 compute.
-
-    NF4 stores each frozen Linear weight in 4 bits (plus one scale per 64 weights, itself quantized
-    to 8 bits by double quantization); every matmul dequantizes a block on the fly and computes in
-    ``bnb_4bit_compute_dtype`` (fp32 here: CPUs have no fast fp16, and fp32 keeps the tiny LoRA
-    updates exact). bitsandbytes >= 0.49 runs this on CPU as well as CUDA.
-    """
-    from transformers import BitsAndBytesConfig
-
-    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                              bnb_4bit_compute_dtype=torch.float32)
 
 
 def load_asr_model(name: str = "whisper-base", *, quantize: bool = False, audio_seconds: int | None = None,

@@ -8,7 +8,7 @@ On strength: the `PeftModel.from_pretrained(model, path, weight_scale=0.8)` seen
 a peft argument (peft 0.21 accepts and silently ignores it). peft scales a LoRA layer's contribution
 through `LoraLayer.scaling[adapter]` (= lora_alpha / r at load): `peft.helpers.rescale_adapter_scale(
 model, m)` multiplies it by m inside a `with` block, `LoraLayer.set_scale(adapter, m)` sets m * alpha / r.
-Does not: train (`text_lora.py`), generate or score (`text_eval.py`), merge adapters into the base.
+Does not: train (`text/train.py`), generate or score (`text/evaluate.py`), merge adapters into the base.
 """
 from __future__ import annotations
 

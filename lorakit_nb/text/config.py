@@ -11,7 +11,7 @@ Paths in a config file (data files, `output_dir`, a local `base_model`) are reso
 FOLDER OF THE CONFIG FILE, not the current directory, so a config works from anywhere. Overrides passed
 in Python (`load_config(path, output_dir="runs/02")`) are taken relative to the current directory.
 
-Does not: load models or data (see `models.py`, `data.py`) or train (see `text_lora.py`).
+Does not: load models or data (see `models/resolve.py`, `text/data.py`) or train (see `text/train.py`).
 
 Example:
     >>> cfg = load_config("data/configs/wu_dialect_lora.yaml")       # doctest: +SKIP

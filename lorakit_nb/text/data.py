@@ -11,7 +11,7 @@ Covers:
 Every problem a learner can cause raises one `DataError` (a `ValueError`) naming the file, the line
 (1-based, as an editor shows it) and the fix; a missing file raises `FileNotFoundError`.
 
-Does NOT: tokenize or build torch / HF datasets (see `text_lora.py`), convert traditional to simplified
+Does NOT: tokenize or build torch / HF datasets (see `text/train.py`), convert traditional to simplified
 characters or unify Wu spelling variants (辣/勒/垃 for "at"), or fetch data from anywhere.
 """
 from __future__ import annotations

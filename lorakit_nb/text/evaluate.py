@@ -5,7 +5,7 @@ match and repetition rate of generations against references (`evaluate_pairs`); 
 came out translated (`glossary_hits`); chrF against adapter strength (`strength_curve`, scaling via
 `adapters.adapter_scale`); `evaluate_adapter`, the function behind
 `lorakit evaluate --adapter DIR --data FILE.csv`.
-Does not: train (see `text_lora.py`), save/load/scale adapters (`adapters.py`) or merge them.
+Does not: train (see `text/train.py`), save/load/scale adapters (`text/adapters.py`) or merge them.
 """
 from __future__ import annotations
 

@@ -126,16 +126,12 @@ class ResponseOnlyTrainer(Trainer):
 
 def load_base_model(cfg: TrainConfig):
     """(model, tokenizer) for `cfg.base_model`, quantized with bitsandbytes when `cfg.quantization` asks."""
+    from lorakit_nb.lora.quant import quantization_config
     from lorakit_nb.models.resolve import load_causal_lm
 
     kwargs = {"dtype": getattr(torch, cfg.dtype)}
     if cfg.quantization != "none":
-        from transformers import BitsAndBytesConfig
-
-        kwargs["quantization_config"] = (BitsAndBytesConfig(load_in_8bit=True) if cfg.quantization == "8bit" else
-                                         BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
-                                                            bnb_4bit_use_double_quant=True,
-                                                            bnb_4bit_compute_dtype=kwargs["dtype"]))
+        kwargs["quantization_config"] = quantization_config(cfg.quantization, kwargs["dtype"])
     return load_causal_lm(cfg.base_model, **kwargs)
 
 

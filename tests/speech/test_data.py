@@ -23,7 +23,7 @@ from lorakit_nb.speech.data import (
 )
 from lorakit_nb.speech.synth import clip_params, read_sentences, split_of, trim_silence
 
-DATA = Path(__file__).resolve().parents[1] / "data" / "zh_speech"
+DATA = Path(__file__).resolve().parents[2] / "data" / "zh_speech"
 SPLITS = ("train", "dev", "test")
 
 

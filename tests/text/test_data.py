@@ -16,7 +16,7 @@ from lorakit_nb.text.data import (
     make_examples,
 )
 
-DATA = Path(__file__).resolve().parents[1] / "data" / "wu_dialect"
+DATA = Path(__file__).resolve().parents[2] / "data" / "wu_dialect"
 HEADER = "wu,mandarin,english\n"
 
 

@@ -1,4 +1,4 @@
-"""Tests for lorakit_nb.text.train / text_eval / adapters on tiny-gemma (random weights, byte-level tokenizer).
+"""Tests for lorakit_nb.text.train / text.evaluate / text.adapters on tiny-gemma (random weights, byte-level tokenizer).
 
 tiny-gemma's tokenizer maps every UTF-8 byte to one id (0..255) and prepends <bos> (id 258), so the
 expected ids below can be derived by hand from the bytes of the text.

@@ -21,7 +21,7 @@ from lorakit_nb.models.ct2_reader import (
 )
 from lorakit_nb.models.packs import WHISPER_BASE, assemble, pack_files, pack_installed
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SPEECH_TEST = ROOT / "data" / "zh_speech" / "test.jsonl"
 
 

@@ -12,7 +12,7 @@ from lorakit_nb.text.config import (
     load_config,
 )
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CONFIGS = REPO / "data" / "configs"
 
 # The seed article's config, key for key (it printed them on one line; YAML needs one per line).

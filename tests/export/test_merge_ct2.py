@@ -1,4 +1,4 @@
-"""Tests for export (adapter, merge, model card), qlora_merge, ct2_export and asr_score on tiny-whisper.
+"""Tests for export.merge (adapter, merge, model card), export.qlora_merge, export.ct2 and speech.score on tiny-whisper.
 
 tiny-whisper: d_model 64, 2 encoder + 2 decoder layers, 4 heads, random weights (seconds to build).
 Every LoRA here gets a NON-ZERO B: at init B = 0 and "merged == unmerged" would hold trivially.
@@ -18,7 +18,7 @@ from lorakit_nb.errors import ExportError
 
 pytest.importorskip("ctranslate2")
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TEST_MANIFEST = ROOT / "data" / "zh_speech" / "test.jsonl"
 
 
@@ -115,7 +115,7 @@ def test_merge_of_qlora_adapter_uses_fp32_base(tmp_path):
     from lorakit_nb.export.merge import merge_adapter
     from lorakit_nb.export.qlora_merge import nf4_roundtrip
     from lorakit_nb.io import save_adapter
-    from lorakit_nb.speech.whisper import nf4_config
+    from lorakit_nb.lora.quant import nf4_config
 
     q_base, _ = tiny(quantization_config=nf4_config())
     name = "model.encoder.layers.0.self_attn.q_proj"

@@ -1,4 +1,4 @@
-"""Tests for asr_lora / asr_train / asr_eval on tiny-whisper (random weights, seconds to build).
+"""Tests for speech.whisper / speech.train / speech.evaluate on tiny-whisper (random weights, seconds to build).
 
 tiny-whisper: d_model 64, 2 encoder + 2 decoder layers, ffn 128, 80 mel bins, 30 s window
 (1500 encoder positions). Audio here is quiet noise: nothing is expected to be transcribed well,
