@@ -1,12 +1,12 @@
 """CTranslate2 (int8 / float32) vs transformers fp32 greedy decoding of Whisper, at 500 and 3000 frames.
 
 Setup: a transformers Whisper folder (``--model``: a merged export such as runs/04/merged, or
-"whisper-base"), converted once to CTranslate2 int8 and float32 (``ct2_export.export_ct2``). Each
-comparison is ``ct2_export.speed_check``: the same log-mel features, prompt and token cap for both
+"whisper-base"), converted once to CTranslate2 int8 and float32 (``export.ct2.export_ct2``). Each
+comparison is ``export.ct2.speed_check``: the same log-mel features, prompt and token cap for both
 engines, batch 1, clip by clip with the two engines alternating, torch's thread count for both.
 
 - 3000 frames: the full 30 s window (what faster-whisper and stock transformers use).
-- 500 frames: the 5 s window notebook 03 trains with (``asr_lora.shrink_audio_context`` on the
+- 500 frames: the 5 s window notebook 03 trains with (``speech.whisper.shrink_audio_context`` on the
   transformers side; CTranslate2 takes the shorter features as they are).
 
 Run:  python benchmarks/ct2_speed.py [--model runs/04/merged] [--clips 12] [--json out.json]

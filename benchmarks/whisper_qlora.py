@@ -2,9 +2,9 @@
 
 Three parts, each printed as it finishes (``--json`` also writes them to a file):
 1. step time at the full 30 s window (3000 mel frames) vs the short window (``--seconds``, 500
-   frames for 5 s): the speed-up ratio of ``asr_lora.shrink_audio_context``;
+   frames for 5 s): the speed-up ratio of ``speech.whisper.shrink_audio_context``;
 2. LoRA fp32 vs QLoRA NF4 vs full fine-tuning: seconds/step, steady peak RSS, weight bytes, trainable
-   parameters (``asr_cost.measure_step``: each setup in its own process, batch ``--batch-size``);
+   parameters (``speech.cost.measure_step``: each setup in its own process, batch ``--batch-size``);
 3. the notebook-03 recipe: zero-shot test CER (fp32 base at the short window), QLoRA NF4 training
    under a wall-clock budget, fine-tuned test CER, their ratio and the training seconds.
 

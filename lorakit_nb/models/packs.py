@@ -9,7 +9,7 @@ Covers:
   rename): ``build_whisper_base`` (CTranslate2 -> HF), ``build_gemma_270m`` (GGUF -> safetensors),
   and the tiny random ``build_tiny_whisper`` / ``build_tiny_gemma`` for fast tests.
 
-Does NOT: decide between a local folder, the HF cache/hub and a pack (see ``models.py``), or
+Does NOT: decide between a local folder, the HF cache/hub and a pack (see ``models/resolve.py``), or
 download anything.
 """
 

@@ -8,7 +8,7 @@ Covers:
   (``lang_to_id``, ``task_to_id``, ``no_timestamps_token_id``), suppress lists, alignment heads.
 - ``save_whisper_extras``: write tokenizer + feature extractor (processor) + generation config.
 
-Does NOT cover: model weights (see ``ct2.py``) or audio loading.
+Does NOT cover: model weights (see ``models/ct2_reader.py``) or audio loading.
 """
 
 from __future__ import annotations
