@@ -21,12 +21,20 @@ GIB = 1024 ** 3
 
 
 def split_params(model: nn.Module) -> dict:
-    """Parameters in nn.Linear layers (what bitsandbytes quantizes) vs the rest (embeddings, norms).
+    """Parameters in nn.Linear layers that bitsandbytes quantizes vs the rest (embeddings, norms, ...).
 
-    Tied weights are counted once. Works on a model built on the meta device (no memory used).
+    Tied weights are counted once. A Linear whose weight is an embedding's (a tied output head such
+    as Whisper's ``proj_out``) or the model's output embeddings is NOT quantizable: transformers keeps
+    it in full precision when it loads a model in 4 bits, so it counts as "other". Works on a model
+    built on the meta device (no memory used). Example: Embedding(10, 4) tied to a Linear(4, 10) head
+    plus a Linear(4, 4) with bias -> {"linear": 16, "other": 44, "total": 60} (biases stay full precision).
     """
     seen, linear, other = set(), 0, 0
-    linear_ids = {id(m.weight) for m in model.modules() if isinstance(m, nn.Linear)}
+    keep_full = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
+    out = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    if out is not None:
+        keep_full.add(id(out.weight))
+    linear_ids = {id(m.weight) for m in model.modules() if isinstance(m, nn.Linear)} - keep_full
     for p in model.parameters():
         if id(p) in seen:
             continue

@@ -31,6 +31,8 @@ def test_split_params_counts_tied_weights_once():
     model = nn.ModuleDict({"emb": emb, "head": head, "proj": nn.Linear(4, 4)})
     sp = split_params(model)
     assert sp["total"] == 40 + 16 + 4
+    # the tied head shares the embedding's fp32 weight: bitsandbytes never quantizes it
+    assert (sp["linear"], sp["other"]) == (16, 40 + 4)  # biases stay full precision too
 
 
 def test_unknown_method():
