@@ -112,6 +112,21 @@ def torch_threads(n: int | None):
         torch.set_num_threads(before)
 
 
+def record_claim(metrics: dict, claim_id: str, claim: str, measured, verdict: str) -> dict:
+    """One row of the claims ledger: a seed article's claim, what this run measured, and the verdict.
+
+    Stored as ``metrics["claims"][claim_id] = {"claim", "measured", "verdict"}`` (verdict: "holds",
+    "wrong" or "partly"), so ``metrics.json`` carries every checked claim and the tests can assert it.
+    Prints the row. Example: record_claim(m, "seed1_7b_r8", "r=8 on 7B adds ~600k parameters", 4194304, "wrong")
+    """
+    if verdict not in ("holds", "wrong", "partly"):
+        raise ValueError(f"verdict must be 'holds', 'wrong' or 'partly', got {verdict!r}")
+    row = {"claim": claim, "measured": measured, "verdict": verdict}
+    metrics.setdefault("claims", {})[claim_id] = row
+    print(f"[claim {claim_id}] {claim} | measured: {measured} | {verdict.upper()}")
+    return row
+
+
 def write_metrics(output_dir, metrics: dict, name: str = "metrics.json") -> Path:
     """Merge `metrics` into OUTPUT_DIR/metrics.json (created if missing) and return its path.
 

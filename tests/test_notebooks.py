@@ -30,6 +30,10 @@ def check_01(m):
     assert m["lowrank_fit_mse_rank1"] > 1000 * m["lowrank_fit_mse_at_true_rank"]
     assert m["memory_estimate_7b_gib"]["full"] > m["memory_estimate_7b_gib"]["lora"] > m["memory_estimate_7b_gib"]["qlora"]
     assert m["memory_full_measured_mb"] > 1.5 * m["memory_lora_measured_mb"]
+    claims = m["claims"]  # the seeds' parameter counts, checked against the shapes
+    assert claims["seed1_7b_r8_params"]["measured"] == 4_194_304 and claims["seed1_7b_r8_params"]["verdict"] == "wrong"
+    assert claims["seed1_under_1_percent"]["verdict"] == "holds"
+    assert claims["seed2_whisper_small_r64"]["verdict"] == "wrong"
 
 
 def check_02(m):
@@ -39,6 +43,7 @@ def check_02(m):
     assert abs(m["evaluate_command_chrf"] - m["chrf_after"]) < 1.0
     # the strength to ship is chosen on dev; test reports that one choice, inside its bootstrap interval
     assert m["strength_chosen_on"] == "dev"
+    assert m["weight_scale_ignored"] and m["claims"]["seed1_weight_scale"]["verdict"] == "wrong"
     best_dev = max(c for _, c in m["dev_strength_curve"])
     assert dict(map(tuple, m["dev_strength_curve"]))[m["best_scale"]] == best_dev
     lo, hi = m["chrf_test_shipped_ci95"]
@@ -62,6 +67,9 @@ def check_04(m):
     assert m["speed_ratio_ct2_int8_vs_hf"] >= 1.5
     assert m["ct2_int8_bytes"] < 0.35 * m["ct2_float32_bytes"]  # int8 weights: about a quarter of fp32
     assert m["merged_bytes"] > 50 * m["adapter_bytes"]
+    claims = m["claims"]
+    assert claims["seed2_size_70_percent"]["verdict"] == "holds"
+    assert claims["seed2_speedup_2_3x"]["verdict"] == ("holds" if m["speed_ratio_ct2_int8_vs_hf"] >= 2 else "wrong")
 
 
 def check_05(m):
@@ -88,7 +96,7 @@ def test_notebook_runs_and_reports(notebook, run_dir):
 
 
 SMOKE_KEYS = {
-    "01": ["profile", "max_abs_diff_vs_peft", "llama2_7b_r8_qv_trainable", "lowrank_fit_mse_at_true_rank",
+    "01": ["profile", "claims", "max_abs_diff_vs_peft", "llama2_7b_r8_qv_trainable", "lowrank_fit_mse_at_true_rank",
            "memory_estimate_7b_gib"],
     "02": ["profile", "base_model", "chrf_before", "chrf_after", "train_loss_first", "train_loss_last",
            "train_steps", "adapter_bytes", "dev_strength_curve", "strength_chosen_on", "chrf_test_shipped_ci95", "chrf_english_after", "evaluate_command_chrf"],
