@@ -10,7 +10,7 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.lorakit-installed
 
-.PHONY: run smoke test unit lab data strip clean
+.PHONY: run smoke smoke-test test unit lab data strip clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,7 +28,11 @@ smoke: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check lorakit_nb tests benchmarks
-	$(BIN)/python -m pytest -q -rs
+	$(BIN)/python -m pytest -q -rs -m "not smoke"
+
+# The smoke tier as a test (every notebook on tiny models, plumbing asserted); CI runs it after `make test`.
+smoke-test: $(STAMP)
+	$(BIN)/python -m pytest -q -rs -m smoke
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not notebook"

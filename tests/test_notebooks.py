@@ -111,6 +111,7 @@ SMOKE_KEYS = {
 
 
 @pytest.mark.notebook
+@pytest.mark.smoke
 def test_smoke_tier_writes_every_metrics_file(tmp_path):
     results = run_course(tmp_path, profile="smoke", timeout=TIMEOUT)
     assert sorted(results) == sorted(SMOKE_KEYS)

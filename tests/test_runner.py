@@ -86,3 +86,33 @@ def test_cli_missing_adapter_is_one_line(tmp_path, capsys):
     assert cli.main(["evaluate", "--adapter", str(tmp_path / "typo"), "--data", str(data)]) == 1
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "typo" in err and "Traceback" not in err
+
+
+def test_cli_evaluate_needs_exactly_one_of_adapter_and_model(tmp_path, capsys):
+    from lorakit_nb import cli
+
+    data = tmp_path / "x.csv"
+    data.write_text("wu,mandarin,english\n侬好,你好,hello\n", encoding="utf-8")
+    assert cli.main(["evaluate", "--data", str(data)]) == 1
+    assert cli.main(["evaluate", "--adapter", "a", "--model", "tiny-gemma", "--data", str(data)]) == 1
+    errs = capsys.readouterr().err.strip().splitlines()
+    assert len(errs) == 2 and all("--adapter DIR" in e and "--model NAME" in e for e in errs)
+
+
+def test_cli_evaluate_model_scores_the_base_as_a_baseline(tmp_path, capsys):
+    """`lorakit evaluate --model NAME --data X.csv`: a base model with no adapter, the same JSON as for an adapter;
+    its chrF is recomputed here from the saved outputs, so the file holds what was scored."""
+    import json
+
+    from lorakit_nb import cli
+    from lorakit_nb.metrics import chrf
+
+    data = tmp_path / "x.csv"
+    data.write_text("wu,mandarin,english\n侬好,你好,hello\n谢谢侬,谢谢你,thank you\n", encoding="utf-8")
+    out = tmp_path / "base.json"
+    assert cli.main(["evaluate", "--model", "tiny-gemma", "--data", str(data), "--out", str(out)]) == 0
+    saved = json.loads(out.read_text("utf-8"))
+    assert saved["adapter"] is None and saved["base_model"] == "tiny-gemma" and saved["n"] == 2
+    ex = saved["examples"]
+    assert saved["chrf"] == pytest.approx(chrf([e["reference"] for e in ex], [e["output"] for e in ex]))
+    assert "tiny-gemma on" in capsys.readouterr().out

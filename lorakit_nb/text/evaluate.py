@@ -17,7 +17,7 @@ import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 
 from lorakit_nb.env import torch_threads
-from lorakit_nb.errors import MissingFileError
+from lorakit_nb.errors import DataError, MissingFileError
 from lorakit_nb.io import write_json_atomic
 from lorakit_nb.metrics import chrf, exact_match, repetition_rate
 from lorakit_nb.text.adapters import adapter_scale, adapter_train_config
@@ -151,6 +151,29 @@ def strength_curve(model, tokenizer, pairs, scales=(0.0, 0.25, 0.5, 0.75, 1.0, 1
         rows.append({"scale": float(s), "chrf": r["chrf"], "exact_match": r["exact_match"],
                      "repetition_rate": r["repetition_rate"]})
     return rows
+
+
+def evaluate_base(base_model: str, data_csv, out_json=None, *, template=None, target: str = "mandarin",
+                  dtype: str = "float32", batch_size: int = 16, max_new_tokens: int = 40) -> dict:
+    """The baseline for a CSV: a base model with no adapter, scored exactly as ``evaluate_adapter`` scores.
+
+    `out_json` defaults to ./eval_<model>_<csv name>.json. Example: evaluate_base("gemma-3-270m",
+    "data/wu_dialect/test.csv") -> {"chrf": ..., "adapter": None, "base_model": "gemma-3-270m", ...}
+    """
+    from lorakit_nb.models.resolve import load_causal_lm
+
+    if target not in PROMPT_TEMPLATES:
+        raise DataError(f"target must be one of {sorted(PROMPT_TEMPLATES)}, got {target!r}")
+    pairs = load_pairs(data_csv)  # validate the CSV before the model load
+    model, tokenizer = load_causal_lm(base_model, dtype=getattr(torch, dtype))
+    result = evaluate_pairs(model, tokenizer, pairs, template or PROMPT_TEMPLATES[target], target, max_new_tokens,
+                            batch_size)
+    report = {"adapter": None, "data": str(data_csv), "base_model": base_model, "target": target,
+              **{k: result[k] for k in ("chrf", "exact_match", "repetition_rate", "n")},
+              "examples": result["examples"]}
+    name = Path(str(base_model)).name
+    write_json_atomic(out_json or Path(f"eval_{name}_{Path(data_csv).stem}.json"), report)
+    return report
 
 
 def evaluate_adapter(adapter_dir, data_csv, out_json=None, base_model=None, *, template=None, target=None,
