@@ -169,11 +169,12 @@ def add_lora(model, *, r: int = 16, alpha: int = 32, targets=ATTENTION_TARGETS, 
       parameters in fp32; its own checkpointing call is skipped (it uses the name transformers 5
       deprecates) and done here with ``activation_checkpointing_enable`` when available.
     - Activation checkpointing stores only each layer's input and recomputes the layer in the
-      backward pass: less memory, ~20-30 % more compute. With torch's re-entrant checkpoint a
-      block whose inputs do not require grad returns no gradient, so no LoRA weight inside would
-      learn: ``enable_input_require_grads`` hooks the *input embeddings* -- for Whisper's encoder
-      that is the conv front end ``conv1`` (``_input_embed_layer = "conv1"``), for the decoder
-      ``embed_tokens`` -- and marks their outputs as requiring grad.
+      backward pass: less memory, more compute (``benchmarks/whisper_qlora.py`` measures both).
+      The kit uses torch's non-re-entrant checkpoint (``use_reentrant=False``), which passes
+      gradients to the weights inside a block even when the block's input does not require grad,
+      so ``enable_input_require_grads`` (the fix many tutorials copy) is not needed: it exists for
+      the re-entrant variant, where such a block returns no gradient and no LoRA weight in it
+      learns. ``tests/speech/test_whisper.py`` trains with checkpointing and checks LoRA B moves.
     - ``task_type`` is left unset (see the module docstring).
     Example: add_lora(model, r=16, targets=("q_proj", "v_proj")) on whisper-base -> 589,824 trainable.
     """
@@ -187,14 +188,13 @@ def add_lora(model, *, r: int = 16, alpha: int = 32, targets=ATTENTION_TARGETS, 
 
 
 def enable_checkpointing(model) -> None:
-    """Activation checkpointing (transformers 5 name, older fallback) + input grads on conv1/embed_tokens."""
+    """Activation checkpointing, non-re-entrant (transformers 5 name, older fallback); see ``add_lora``."""
     model.config.use_cache = False  # the KV cache is useless in teacher-forced training and clashes with it
     kwargs = {"use_reentrant": False}
     if hasattr(model, "activation_checkpointing_enable"):
         model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
     else:  # transformers 4.x
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
-    model.enable_input_require_grads()
 
 
 def lora_param_count(config, r: int, targets=ATTENTION_TARGETS) -> int:

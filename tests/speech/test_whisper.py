@@ -148,8 +148,10 @@ def test_qlora_steps_on_cpu_train_and_survive_evaluation(tmp_path):
     from lorakit_nb.metrics import cer
     again = cer(["今天开会"], transcribe(model, processor, noise([1.0], seed=1), progress=False))
     assert res.dev_history[-1]["dev_cer"] == pytest.approx(again)
-    b = [p for n, p in model.named_parameters() if "lora_B" in n]
-    assert any(p.abs().sum() > 0 for p in b)
+    # every adapted layer learned, encoder and decoder alike: with checkpointing on and no input-grad
+    # hooks this holds only because the checkpoint is the non-re-entrant one
+    b = {n: p for n, p in model.named_parameters() if "lora_B" in n}
+    assert b and all(p.abs().sum() > 0 for p in b.values()), [n for n, p in b.items() if p.abs().sum() == 0]
     fc1 = model.get_encoder().layers[0].fc1
     assert torch.equal(fc1.weight.detach(), frozen) and fc1.weight.quant_state.nested  # double quant is back
 
