@@ -2,8 +2,9 @@
 
     lorakit run [--profile cpu|gpu|auto|smoke] [--only 01,03] [--run-dir runs]
     lorakit train --config data/configs/wu_dialect_lora.yaml
-    lorakit evaluate --adapter DIR --data FILE.csv|FILE.jsonl [--out metrics.json]
+    lorakit evaluate --adapter DIR | --model NAME --data FILE.csv|FILE.jsonl [--out metrics.json]
     lorakit models [NAME ...]
+    lorakit serve --model runs/04/ct2_int8 [--host 127.0.0.1] [--port 8000] --api-key-file KEYS
 
 Covers: argument parsing and turning the kit's errors into one readable line and exit code 1.
 Does not: contain any training or evaluation logic (each subcommand calls one package function).
@@ -33,14 +34,21 @@ def _train(args) -> None:
 
 def _evaluate(args) -> None:
     data = args.data.lower()
+    if (args.adapter is None) == (args.model is None):
+        raise LorakitError("give --adapter DIR (a trained adapter or export) or --model NAME (a base model, "
+                           "for the baseline), not both and not neither")
     if data.endswith(".csv"):
-        from lorakit_nb.text.evaluate import evaluate_adapter
+        from lorakit_nb.text.evaluate import evaluate_adapter, evaluate_base
     elif data.endswith((".jsonl", ".json")):
         from lorakit_nb.speech.score import evaluate_manifest as evaluate_adapter
+        evaluate_base = evaluate_adapter  # a model name is scored zero-shot by the same function
     else:
         raise LorakitError(f"{args.data}: cannot tell the data type. Use a .csv of wu,mandarin,english "
                            "pairs (text) or a .jsonl manifest of {\"audio\", \"text\"} rows (speech).")
-    evaluate_adapter(args.adapter, args.data, args.out)
+    report = evaluate_adapter(args.adapter, args.data, args.out) if args.adapter else \
+        evaluate_base(args.model, args.data, args.out)
+    score = "cer" if "cer" in report else "chrf"
+    print(f"{args.adapter or args.model} on {args.data}: {score} {report[score]:.4g} ({report.get('n') or len(report.get('utterances', []))} rows)")
 
 
 def _models(args) -> None:
@@ -49,6 +57,17 @@ def _models(args) -> None:
     for name in args.names:
         resolved = resolve_model(name)
         print(f"{name}: {resolved.path} ({resolved.source})")
+
+
+def _serve(args) -> None:
+    from lorakit_nb.serve.app import ServeSettings, serve
+
+    settings = ServeSettings(max_body_bytes=int(args.max_body_mb * (1 << 20)), read_timeout=args.read_timeout,
+                             request_timeout=args.request_timeout, max_concurrency=args.max_concurrency,
+                             rate=args.rate, burst=args.burst)
+    serve(args.model, host=args.host, port=args.port, api_key_file=args.api_key_file, no_auth=args.no_auth,
+          compute_type=args.compute_type, threads=args.threads, max_batch=args.max_batch,
+          max_wait_ms=args.max_wait_ms, max_queue=args.max_queue, model_name=args.model_name, settings=settings)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -68,7 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_train)
 
     p = sub.add_parser("evaluate", help="score an adapter on a CSV (text) or a JSONL manifest (speech)")
-    p.add_argument("--adapter", required=True, help="adapter directory (or a merged model directory)")
+    p.add_argument("--adapter", default=None, help="adapter directory (or a merged / CTranslate2 folder)")
+    p.add_argument("--model", default=None, help="a base model name (e.g. gemma-3-270m, whisper-base): the baseline")
     p.add_argument("--data", required=True, help="wu,mandarin,english CSV or {audio,text} JSONL manifest")
     p.add_argument("--out", default=None, help="metrics JSON to write (default: next to the adapter)")
     p.set_defaults(func=_evaluate)
@@ -76,6 +96,26 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("models", help="resolve (and build once, offline) models by name")
     p.add_argument("names", nargs="*", default=["whisper-base", "gemma-3-270m"])
     p.set_defaults(func=_models)
+
+    p = sub.add_parser("serve", help="serve a CTranslate2 Whisper folder over HTTP (OpenAI-compatible)")
+    p.add_argument("--model", required=True, help="CTranslate2 folder, e.g. runs/04/ct2_int8")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--api-key-file", default=None, help="file with one API key per line (or set LORAKIT_API_KEYS)")
+    p.add_argument("--no-auth", action="store_true", help="serve without API keys (127.0.0.1 only)")
+    p.add_argument("--model-name", default=None, help="model id clients pass (default: from the folder)")
+    p.add_argument("--compute-type", default="int8", help="CTranslate2 compute type (default int8)")
+    p.add_argument("--threads", type=int, default=None, help="CTranslate2 threads (default: all cores)")
+    p.add_argument("--max-batch", type=int, default=8, help="clips decoded together in one batch")
+    p.add_argument("--max-wait-ms", type=float, default=10.0, help="how long a batch waits for more clips")
+    p.add_argument("--max-queue", type=int, default=32, help="clips queued or decoding before 503")
+    p.add_argument("--max-concurrency", type=int, default=64, help="uploads in progress before 503")
+    p.add_argument("--max-body-mb", type=float, default=4.0, help="request body limit in MiB (413 beyond)")
+    p.add_argument("--rate", type=float, default=20.0, help="requests per second per API key (0: unlimited)")
+    p.add_argument("--burst", type=int, default=40, help="requests per API key allowed at once")
+    p.add_argument("--read-timeout", type=float, default=10.0, help="seconds without body bytes before 408")
+    p.add_argument("--request-timeout", type=float, default=60.0, help="seconds to a transcript before 504")
+    p.set_defaults(func=_serve)
     return parser
 
 

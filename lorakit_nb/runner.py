@@ -23,6 +23,8 @@ SUMMARY_KEYS = {
     "02": ["chrf_before", "chrf_after", "exact_match_before", "exact_match_after", "train_seconds"],
     "03": ["cer_zero_shot", "cer_finetuned", "cer_ratio", "train_seconds"],
     "04": ["cer_finetuned_hf", "cer_ct2_int8", "ct2_agreement_int8", "speed_ratio_ct2_int8_vs_hf"],
+    "05": ["cer_served", "cer_offline", "served_identical_fraction", "p95_ms_c1", "throughput_best_clips_per_s",
+           "throughput_c8_over_offline_batched"],
 }
 
 
@@ -63,7 +65,8 @@ def run_notebook(notebook: Path, run_dir: Path, profile: str = "cpu", timeout: i
     """Execute one notebook into run_dir/NN/ and return its metrics.
 
     The executed copy is saved as run_dir/<name>.ipynb. Parameters passed: PROFILE, OUTPUT_DIR (the
-    notebook's own folder, so notebook 04 can find 03's outputs at RUN03_DIR), RUN_DIR.
+    notebook's own folder, so notebook 04 can find 03's outputs at RUN03_DIR and 05 finds 04's at
+    RUN04_DIR), RUN_DIR.
     """
     import papermill as pm
 
@@ -72,6 +75,8 @@ def run_notebook(notebook: Path, run_dir: Path, profile: str = "cpu", timeout: i
     params = {"PROFILE": profile, "OUTPUT_DIR": str(out_dir)}
     if number == "04":
         params.update(RUN02_DIR=str((run_dir / "02").resolve()), RUN03_DIR=str((run_dir / "03").resolve()))
+    if number == "05":
+        params.update(RUN04_DIR=str((run_dir / "04").resolve()))
     params.update(parameters or {})
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
