@@ -116,12 +116,11 @@ def ct2_transcribe(ct2_model, processor, audios, *, batch_size: int = 8, per_sec
 
 
 def shipped_window(ct2_dir) -> int:
-    """The audio window (seconds) an export was trained with, from its ``lorakit_export.json`` (else 30)."""
-    from lorakit_nb.io import ExportSidecar
+    """The audio window (seconds) an export was trained with (``speech.score.recorded_window``), else 30."""
+    from lorakit_nb.speech.score import recorded_window
     from lorakit_nb.speech.window import FULL_WINDOW_SECONDS
 
-    sidecar = ExportSidecar.load(ct2_dir)
-    return int(sidecar.audio_seconds) if sidecar and sidecar.audio_seconds else FULL_WINDOW_SECONDS
+    return int(recorded_window(Path(ct2_dir)) or FULL_WINDOW_SECONDS)
 
 
 def faster_whisper_transcribe(ct2_dir, audios, *, compute_type: str = "int8", language: str = "zh",

@@ -21,7 +21,7 @@ from lorakit_nb.speech.window import FULL_WINDOW_SECONDS as MAX_SECONDS
 from lorakit_nb.speech.window import SAMPLE_RATE
 
 
-def _recorded_seconds(folder: Path):
+def recorded_window(folder: Path):
     """The audio window a model was trained with, if its folder recorded it (adapter or export)."""
     adapter, export = SpeechSidecar.load(folder), ExportSidecar.load(folder)
     if adapter and adapter.audio_seconds:
@@ -48,7 +48,7 @@ def load_for_eval(model_or_dir, *, longest_seconds: float, audio_seconds=None, b
         model, processor = model_or_dir
         return "hf", model, processor, window_seconds(model)
     folder = Path(str(model_or_dir)).expanduser()
-    wanted = audio_seconds or (_recorded_seconds(folder) if folder.is_dir() else None) or MAX_SECONDS
+    wanted = audio_seconds or (recorded_window(folder) if folder.is_dir() else None) or MAX_SECONDS
     seconds = min(MAX_SECONDS, max(int(wanted), math.ceil(longest_seconds)))
     if seconds != wanted:
         print(f"[lorakit] window widened from {wanted} s to {seconds} s to cover the longest clip "

@@ -1,0 +1,13 @@
+"""``lorakit serve``: the fine-tuned Whisper (notebook 04's CTranslate2 folder) as an HTTP service.
+
+Covers: an OpenAI-compatible ``POST /v1/audio/transcriptions``, a JSON ``POST /inference``, health,
+readiness, model listing and Prometheus metrics; API keys, per-key rate limits, body/duration caps,
+timeouts and a bounded queue; dynamic batching of concurrent requests into one CTranslate2 batch.
+Modules: ``errors`` (the JSON error shape), ``audio`` (uploads -> 16 kHz mono float32),
+``security`` (keys, token buckets), ``engine`` (model + batcher), ``limits`` (ASGI byte cap, read
+timeout, admission), ``metrics``, ``app`` (routes, ``serve``), ``client`` (a subprocess launcher
+for tests, notebooks and benchmarks), ``loadtest`` (an async load generator).
+
+Does not: terminate TLS (put a reverse proxy in front, see README), train, export or evaluate models,
+stream partial transcripts, or produce timestamps (decoding is ``<|notimestamps|>`` greedy).
+"""
