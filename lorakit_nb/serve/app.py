@@ -47,6 +47,14 @@ class ServeSettings:
     burst: int = 40                 # ... and how many may arrive at once -> 429 beyond
 
 
+
+def require_content_type(request, prefix: str, what_to_send: str) -> str:
+    """The request's Content-Type if it starts with ``prefix``; else a 415 saying what to send."""
+    ctype = request.headers.get("content-type", "")
+    if not ctype.lower().startswith(prefix):
+        raise ServeError(415, "unsupported_media_type", f"Content-Type {ctype or 'missing'!r}: send {what_to_send}")
+    return ctype
+
 def _timestamp(t: float, sep: str) -> str:
     ms = int(round(t * 1000))
     return f"{ms // 3_600_000:02d}:{ms // 60_000 % 60:02d}:{ms // 1000 % 60:02d}{sep}{ms % 1000:03d}"
@@ -167,10 +175,8 @@ def create_app(engine, settings: ServeSettings | None = None, keys: ApiKeys | No
     @app.post("/v1/audio/transcriptions")
     async def transcriptions(request: Request):
         authorize(request)
-        ctype = request.headers.get("content-type", "")
-        if not ctype.lower().startswith("multipart/form-data"):
-            raise ServeError(415, "unsupported_media_type", f"Content-Type {ctype or 'missing'!r}: send "
-                             "multipart/form-data with a `file` part (curl -F file=@clip.wav -F model=whisper-1)")
+        ctype = require_content_type(request, "multipart/form-data", "multipart/form-data with a `file` part "
+                                     "(curl -F file=@clip.wav -F model=whisper-1)")
         fields, files = parse_multipart(await request.body(), ctype)
         fmt = fields.get("response_format") or "json"
         if fmt not in RESPONSE_FORMATS:
@@ -199,10 +205,7 @@ def create_app(engine, settings: ServeSettings | None = None, keys: ApiKeys | No
     @app.post("/inference")
     async def inference(request: Request):
         authorize(request)
-        ctype = request.headers.get("content-type", "")
-        if not ctype.lower().startswith("application/json"):
-            raise ServeError(415, "unsupported_media_type", f"Content-Type {ctype or 'missing'!r}: send "
-                             'application/json like {"audio": "<base64 of a WAV/FLAC file>"}')
+        require_content_type(request, "application/json", 'application/json like {"audio": "<base64 of a WAV/FLAC file>"}')
         try:
             payload = json.loads(await request.body())
         except (ValueError, UnicodeDecodeError, RecursionError):
