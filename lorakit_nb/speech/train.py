@@ -57,7 +57,7 @@ class DevCERCallback(TrainerCallback):
 
     def __init__(self, processor, audios, references, batch_size: int = 16, per_second: float = 6.0, budget=None):
         self.processor, self.audios, self.references = processor, audios, list(references)
-        self.batch_size, self.per_second, self.history, self.budget = batch_size, per_second, [], budget
+        self.batch_size, self.per_second, self.budget = batch_size, per_second, budget
 
     def on_epoch_end(self, args, state, control, model=None, **kwargs):
         from lorakit_nb.metrics import cer
@@ -71,8 +71,7 @@ class DevCERCallback(TrainerCallback):
         hyps = transcribe(model, self.processor, self.audios, batch_size=self.batch_size, per_second=self.per_second,
                           progress=False)
         entry = {"epoch": round(float(state.epoch), 2), "step": state.global_step, "dev_cer": cer(self.references, hyps)}
-        self.history.append(entry)
-        state.log_history.append(dict(entry))
+        state.log_history.append(entry)  # training.run_trainer reads dev_history from the Trainer's log
         print(f"epoch {entry['epoch']:.2f} (step {entry['step']}): dev CER {entry['dev_cer']:.3f}", flush=True)
 
 
@@ -103,11 +102,9 @@ def train_asr(model, processor, train_features, *, dev_audios=None, dev_texts=No
     )
     budget = TimeBudgetCallback(time_budget_s)
     callbacks = [budget, *callbacks]
-    dev_cb = None
     if dev_audios is not None:
-        dev_cb = DevCERCallback(processor, dev_audios, dev_texts, batch_size=eval_batch_size, per_second=per_second,
-                                budget=budget)
-        callbacks.append(dev_cb)
+        callbacks.append(DevCERCallback(processor, dev_audios, dev_texts, batch_size=eval_batch_size,
+                                        per_second=per_second, budget=budget))
     trainer = Seq2SeqTrainer(model=model, args=args, train_dataset=train_features,
                              data_collator=WhisperCollator(processor, model.config.decoder_start_token_id),
                              callbacks=callbacks)
