@@ -60,6 +60,24 @@ def _failed_cell(executed: Path) -> str:
     return "unknown cell"
 
 
+def kernel_config():
+    """traitlets config for the kernel papermill starts: CurveZMQ-encrypted sockets where possible.
+
+    ipykernel >= 7 warns "Kernel is running over TCP without encryption ..." on every start unless the
+    kernel manager hands it CurveZMQ keys; jupyter_client >= 8.10 does that with
+    ``KernelManager.transport_encryption = "auto"``. The kernel only listens on 127.0.0.1, so the
+    warning names no real risk for ``lorakit run``; encrypting is still the honest way to quiet it.
+    Older jupyter_client, or a libzmq without Curve: no config (the warning, if any, stays).
+    """
+    import zmq
+    from jupyter_client import KernelManager
+    from traitlets.config import Config
+
+    if "transport_encryption" not in KernelManager.class_trait_names() or not zmq.has("curve"):
+        return Config()
+    return Config({"KernelManager": {"transport_encryption": "auto"}})
+
+
 def run_notebook(notebook: Path, run_dir: Path, profile: str = "cpu", timeout: int = 3600,
                  parameters: dict | None = None, progress: bool = True) -> dict:
     """Execute one notebook into run_dir/NN/ and return its metrics.
@@ -83,7 +101,8 @@ def run_notebook(notebook: Path, run_dir: Path, profile: str = "cpu", timeout: i
     executed = run_dir / notebook.name
     try:
         pm.execute_notebook(str(notebook), str(executed), parameters=params, kernel_name="python3",
-                            execution_timeout=timeout, progress_bar=progress, cwd=str(notebook.parent))
+                            execution_timeout=timeout, progress_bar=progress, cwd=str(notebook.parent),
+                            config=kernel_config())
     except Exception as exc:  # papermill raises PapermillExecutionError, timeouts raise others
         raise NotebookFailed(f"{notebook.name} failed at {_failed_cell(executed)}\n"
                              f"  executed copy: {executed}\n  ({type(exc).__name__}: {str(exc).strip()[-300:]})") from exc
