@@ -25,6 +25,13 @@ def run_dir(tmp_path_factory):
 
 def check_01(m):
     assert m["max_abs_diff_vs_peft"] < 1e-5
+    assert m["dora_max_abs_diff_vs_peft"] < 1e-5 and m["dora_merged_max_abs_diff_vs_peft"] < 1e-5
+    # ||s·BA|| from the smallest to the largest rank: alpha / r shrinks as sqrt(r0 / r), rsLoRA keeps its size
+    norms = m["rslora_update_norm"]
+    init, adam, ranks = norms["init"], norms["adam"], norms["ranks"]
+    assert abs(init["lora"][-1] / init["lora"][0] / math.sqrt(ranks[0] / ranks[-1]) - 1) < 0.15
+    assert abs(init["rslora"][-1] / init["rslora"][0] - 1) < 0.15
+    assert adam["lora"][-1] < 0.5 * adam["lora"][0] and adam["rslora"][-1] > 0.9 * adam["rslora"][0]
     assert m["llama2_7b_r8_qv_trainable"] == 4_194_304
     assert m["whisper_small_r64_qv_trainable"] == 7_077_888
     assert m["lowrank_fit_mse_rank1"] > 1000 * m["lowrank_fit_mse_at_true_rank"]
@@ -98,7 +105,8 @@ def test_notebook_runs_and_reports(notebook, run_dir):
 
 SMOKE_KEYS = {
     "01": ["profile", "claims", "max_abs_diff_vs_peft", "llama2_7b_r8_qv_trainable", "lowrank_fit_mse_at_true_rank",
-           "memory_estimate_7b_gib"],
+           "memory_estimate_7b_gib", "dora_max_abs_diff_vs_peft", "dora_merged_max_abs_diff_vs_peft",
+           "rslora_update_norm"],
     "02": ["profile", "base_model", "chrf_before", "chrf_after", "train_loss_first", "train_loss_last",
            "train_steps", "adapter_bytes", "dev_strength_curve", "strength_chosen_on", "chrf_test_shipped_ci95", "chrf_english_after", "evaluate_command_chrf"],
     "03": ["profile", "model", "cer_zero_shot", "cer_finetuned", "cer_ratio", "train_seconds", "train_steps",

@@ -7,8 +7,9 @@ the pretrained model, not from a perturbed one. rsLoRA replaces alpha / r by alp
 update's scale does not shrink as the rank grows.
 
 Covers: `LoRALinear` (same initialisation, dropout placement and scaling as peft's `lora.Linear`),
-`inject_lora` (swap named nn.Linear modules), merge/unmerge, `copy_lora_weights` between this layer and
-peft's, and parameter counting from real module shapes.
+`inject_lora` (swap named nn.Linear modules; DoRA layers from `lora/dora.py` with use_dora=True),
+merge/unmerge, `copy_lora_weights` between this layer and peft's, and parameter counting from real
+module shapes.
 Does not: quantize (see peft + bitsandbytes in notebook 03), handle Conv/Embedding layers, or manage
 several adapters per layer (peft does that; notebook 02 uses it).
 """
@@ -95,12 +96,17 @@ def _matches(name: str, targets) -> bool:
 
 
 def inject_lora(model: nn.Module, target_modules=("q_proj", "v_proj"), r: int = 8, alpha: float = 16,
-                dropout: float = 0.0, use_rslora: bool = False) -> list[str]:
-    """Freeze `model` and replace every nn.Linear whose name ends in a target by a LoRALinear.
+                dropout: float = 0.0, use_rslora: bool = False, use_dora: bool = False) -> list[str]:
+    """Freeze `model` and replace every nn.Linear whose name ends in a target by a LoRALinear
+    (a `lora.dora.DoRALinear` when `use_dora`).
 
     Returns the replaced module names. Raises if nothing matched (a typo in target_modules is the
     usual cause, so the error lists the Linear names that do exist).
     """
+    if use_dora:
+        from lorakit_nb.lora.dora import DoRALinear as layer_cls  # dora.py builds on this module
+    else:
+        layer_cls = LoRALinear
     for p in model.parameters():
         p.requires_grad_(False)
     replaced = []
@@ -108,7 +114,7 @@ def inject_lora(model: nn.Module, target_modules=("q_proj", "v_proj"), r: int = 
         if isinstance(module, nn.Linear) and _matches(name, target_modules):
             parent_name, _, child = name.rpartition(".")
             parent = model.get_submodule(parent_name) if parent_name else model
-            setattr(parent, child, LoRALinear(module, r, alpha, dropout, use_rslora))
+            setattr(parent, child, layer_cls(module, r, alpha, dropout, use_rslora))
             replaced.append(name)
     if not replaced:
         linear = sorted({n.split(".")[-1] for n, m in model.named_modules() if isinstance(m, nn.Linear)})
@@ -118,7 +124,7 @@ def inject_lora(model: nn.Module, target_modules=("q_proj", "v_proj"), r: int = 
 
 
 def merge_lora(model: nn.Module) -> nn.Module:
-    """Replace every LoRALinear by its merged nn.Linear (our `merge_and_unload`)."""
+    """Replace every LoRALinear (DoRALinear too) by its merged nn.Linear (our `merge_and_unload`)."""
     for name, module in list(model.named_modules()):
         if isinstance(module, LoRALinear):
             parent_name, _, child = name.rpartition(".")
