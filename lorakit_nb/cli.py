@@ -4,7 +4,9 @@
     lorakit train --config data/configs/wu_dialect_lora.yaml
     lorakit evaluate --adapter DIR | --model NAME --data FILE.csv|FILE.jsonl [--out metrics.json]
     lorakit models [NAME ...]
-    lorakit serve --model runs/04/ct2_int8 [--host 127.0.0.1] [--port 8000] --api-key-file KEYS
+    lorakit data import SRC --out DIR [--format auto|folder|commonvoice|aishell] [--split NAME]
+    lorakit serve [--model runs/04/ct2_int8] [--adapter wu-mandarin=runs/02/mandarin/adapter ...] --api-key-file KEYS
+    lorakit export gguf --adapter runs/02/mandarin/adapter [--out wu-mandarin.gguf]
 
 Covers: argument parsing and turning the kit's errors into one readable line and exit code 1.
 Does not: contain any training or evaluation logic (each subcommand calls one package function).
@@ -59,15 +61,41 @@ def _models(args) -> None:
         print(f"{name}: {resolved.path} ({resolved.source})")
 
 
+def _data_import(args) -> None:
+    from lorakit_nb.speech.importers import import_dataset
+
+    print(import_dataset(args.src, args.out, fmt=args.format, split=args.split, audio_format=args.audio_format,
+                         max_seconds=args.max_seconds).summary())
+
+
 def _serve(args) -> None:
     from lorakit_nb.serve.app import ServeSettings, serve
 
     settings = ServeSettings(max_body_bytes=int(args.max_body_mb * (1 << 20)), read_timeout=args.read_timeout,
                              request_timeout=args.request_timeout, max_concurrency=args.max_concurrency,
                              rate=args.rate, burst=args.burst)
+    adapters = {}
+    for spec in args.adapter:
+        name, sep, path = spec.partition("=")
+        if not sep or not name or not path:
+            raise LorakitError(f"--adapter {spec!r}: write NAME=PATH, e.g. --adapter wu-mandarin=runs/02/mandarin/adapter")
+        if name in adapters:
+            raise LorakitError(f"--adapter {name!r} given twice; each adapter needs its own name")
+        adapters[name] = path
+    llm = True if args.llm == "" else args.llm  # --llm with no value: the offline gemma-3-270m GGUF
     serve(args.model, host=args.host, port=args.port, api_key_file=args.api_key_file, no_auth=args.no_auth,
           compute_type=args.compute_type, threads=args.threads, max_batch=args.max_batch,
-          max_wait_ms=args.max_wait_ms, max_queue=args.max_queue, model_name=args.model_name, settings=settings)
+          max_wait_ms=args.max_wait_ms, max_queue=args.max_queue, model_name=args.model_name, settings=settings,
+          llm=llm, adapters=adapters, parallel=args.parallel)
+
+
+def _export(args) -> None:
+    from lorakit_nb.export.gguf import export_gguf_adapter
+
+    out = args.out or args.adapter.rstrip("/") + ".gguf"
+    info = export_gguf_adapter(args.adapter, out, args.base)
+    print(f"{args.adapter} -> {info['path']} ({info['tensors']} tensors, {info['bytes'] / 1e6:.1f} MB, rank "
+          f"{info['rank']}, alpha {info['alpha']:g}) for {info['architecture']} ({info['layers']} layers)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -97,8 +125,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("names", nargs="*", default=["whisper-base", "gemma-3-270m"])
     p.set_defaults(func=_models)
 
-    p = sub.add_parser("serve", help="serve a CTranslate2 Whisper folder over HTTP (OpenAI-compatible)")
-    p.add_argument("--model", required=True, help="CTranslate2 folder, e.g. runs/04/ct2_int8")
+    p = sub.add_parser("export", help="export an adapter for another engine (gguf: llama.cpp)")
+    p.add_argument("format", choices=("gguf",), help="gguf: a llama.cpp LoRA adapter file")
+    p.add_argument("--adapter", required=True, help="peft adapter folder, e.g. runs/02/mandarin/adapter")
+    p.add_argument("--out", default=None, help="output .gguf (default: next to the adapter folder)")
+    p.add_argument("--base", default=None, help="base GGUF it will run on (default: the offline gemma-3-270m)")
+    p.set_defaults(func=_export)
+
+    p = sub.add_parser("data", help="prepare your own speech data for notebook 03")
+    data_sub = p.add_subparsers(dest="data_command", required=True)
+    p = data_sub.add_parser("import", help="decode a folder / Common Voice / AISHELL corpus into 16 kHz clips + "
+                            "<split>.jsonl manifests, reporting every skipped row")
+    p.add_argument("src", help="folder of audio + .txt (or a name<TAB>text file), Common Voice folder, AISHELL "
+                   "folder or transcript")
+    p.add_argument("--out", required=True, help="output folder: <split>.jsonl + audio/<split>/ (notebook 03's DATA_DIR)")
+    p.add_argument("--format", default="auto", choices=("auto", "folder", "commonvoice", "aishell"))
+    p.add_argument("--split", default=None, help="split name (default: folder -> train; Common Voice and "
+                   "AISHELL -> every split found)")
+    p.add_argument("--audio-format", default="flac", choices=("flac", "wav"), help="clip format written")
+    p.add_argument("--max-seconds", type=float, default=30.0, help="skip longer clips (Whisper's window: 30)")
+    p.set_defaults(func=_data_import)
+
+    p = sub.add_parser("serve", help="serve Whisper (CTranslate2) and/or GGUF text models over HTTP (OpenAI-compatible)")
+    p.add_argument("--model", default=None, help="CTranslate2 Whisper folder, e.g. runs/04/ct2_int8 (speech routes)")
+    p.add_argument("--llm", nargs="?", const="", default=None,
+                   help="serve a GGUF text model on /v1/completions (no value: the offline gemma-3-270m)")
+    p.add_argument("--adapter", action="append", default=[], metavar="NAME=PATH",
+                   help="a LoRA adapter served as model NAME (peft folder or .gguf); repeatable; implies --llm")
+    p.add_argument("--parallel", type=int, default=4, help="llama.cpp slots decoding text requests together")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--api-key-file", default=None, help="file with one API key per line (or set LORAKIT_API_KEYS)")

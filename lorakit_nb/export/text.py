@@ -6,7 +6,7 @@ run's own scores for the model card). A missing run is not an error: it returns 
 can skip this optional part with a message.
 
 Does NOT cover: training or scoring the text adapter (``text/train.py``), Whisper exports (``export/merge.py``,
-``export/ct2.py``), GGUF export for llama.cpp (not done by the kit).
+``export/ct2.py``), the adapter as a llama.cpp LoRA GGUF (``export/gguf.py``).
 """
 from __future__ import annotations
 

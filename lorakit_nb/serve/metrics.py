@@ -3,8 +3,10 @@
 Covers ``ServeMetrics``: requests by route and status, request latency by route, audio seconds
 transcribed, queue depth (clips admitted and not finished), uploads in flight, batch sizes, batch
 decode time and real-time factor (decode seconds / audio seconds of a batch; below 1 is faster
-than real time). ``observe_request`` is fed by ``limits.LimitsMiddleware`` (so refusals count too),
-``observe_batch`` by ``engine.Engine``. It also writes one access-log line per request: method-free
+than real time), and for the text route completions, generated tokens and generation time;
+llama.cpp's own counters (``llamacpp:*``: tokens/s, busy slots) are appended when a text engine
+runs. ``observe_request`` is fed by ``limits.LimitsMiddleware`` (so refusals count too),
+``observe_batch`` by ``engine.Engine``, ``observe_completion`` by ``llm.TextEngine``. It also writes one access-log line per request: method-free
 route, status, milliseconds, the caller's key id and the audio length - never audio or keys.
 
 Does not: push metrics anywhere (Prometheus scrapes), or keep per-key series (keys are unbounded).
@@ -23,7 +25,7 @@ RTF_BUCKETS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0)
 class ServeMetrics:
     """Example: m = ServeMetrics(); m.observe_request("/inference", 200, 0.21, {}); m.render() -> bytes."""
 
-    def __init__(self, queue_depth=lambda: 0, in_flight=lambda: 0):
+    def __init__(self, queue_depth=lambda: 0, in_flight=lambda: 0, extra=None):
         from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
         self.registry = r = CollectorRegistry()
@@ -39,6 +41,12 @@ class ServeMetrics:
                                        buckets=LATENCY_BUCKETS, registry=r)
         self.rtf = Histogram("lorakit_real_time_factor", "decode seconds / audio seconds, per batch",
                              buckets=RTF_BUCKETS, registry=r)
+        self.completion_tokens = Counter("lorakit_completion_tokens", "tokens generated on /v1/completions",
+                                         registry=r)
+        self.prompt_tokens = Counter("lorakit_prompt_tokens", "prompt tokens read on /v1/completions", registry=r)
+        self.generation_seconds = Histogram("lorakit_generation_seconds", "llama.cpp time per completion",
+                                            buckets=LATENCY_BUCKETS, registry=r)
+        self.extra = extra
         Gauge("lorakit_queue_depth", "clips admitted and not finished (queued or decoding)",
               registry=r).set_function(queue_depth)
         Gauge("lorakit_uploads_in_flight", "upload requests being received or processed",
@@ -59,7 +67,15 @@ class ServeMetrics:
         if audio_seconds > 0:
             self.rtf.observe(seconds / audio_seconds)
 
+    def observe_completion(self, seconds: float, prompt_tokens: int, completion_tokens: int) -> None:
+        self.generation_seconds.observe(seconds)
+        self.prompt_tokens.inc(prompt_tokens)
+        self.completion_tokens.inc(completion_tokens)
+
     def render(self) -> bytes:
         from prometheus_client import generate_latest
 
-        return generate_latest(self.registry)
+        text = generate_latest(self.registry)
+        if self.extra is not None:
+            text += self.extra().encode()
+        return text
