@@ -6,8 +6,11 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-# CPU build by default. On a CUDA machine: make run TORCH_SPEC="torch" (or keep your preinstalled torch).
+# PyTorch's CPU build by default, from PyTorch's CPU wheel index (PyPI's default `torch` on Linux is a
+# multi-GB CUDA build); where that index cannot be reached, the default index is tried. On a CUDA machine:
+# make run TORCH_SPEC="torch" TORCH_INDEX="" (the default index's CUDA build), or keep a preinstalled torch.
 TORCH_SPEC ?= torch==2.13.0
+TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 STAMP := $(VENV)/.lorakit-installed
 
 .PHONY: run smoke smoke-test test unit lab data strip clean
@@ -15,7 +18,9 @@ STAMP := $(VENV)/.lorakit-installed
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"
+	$(if $(TORCH_INDEX),$(BIN)/python -m pip install --quiet --timeout 15 --retries 1 --index-url "$(TORCH_INDEX)" "$(TORCH_SPEC)" \
+	  || (echo "$(TORCH_INDEX) not reachable: installing $(TORCH_SPEC) from the default index" && \
+	      $(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"),$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)")
 	$(BIN)/python -m pip install --quiet -e ".[dev,offline-models,serve]"
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (lorakit)"
 	touch $(STAMP)

@@ -84,7 +84,7 @@ def run_notebook(notebook: Path, run_dir: Path, profile: str = "cpu", timeout: i
 
     The executed copy is saved as run_dir/<name>.ipynb. Parameters passed: PROFILE, OUTPUT_DIR (the
     notebook's own folder, so notebook 04 can find 03's outputs at RUN03_DIR and 05 finds 04's at
-    RUN04_DIR), RUN_DIR.
+    RUN04_DIR and 02's adapters at RUN02_DIR), RUN_DIR.
     """
     import papermill as pm
 
@@ -94,7 +94,7 @@ def run_notebook(notebook: Path, run_dir: Path, profile: str = "cpu", timeout: i
     if number == "04":
         params.update(RUN02_DIR=str((run_dir / "02").resolve()), RUN03_DIR=str((run_dir / "03").resolve()))
     if number == "05":
-        params.update(RUN04_DIR=str((run_dir / "04").resolve()))
+        params.update(RUN02_DIR=str((run_dir / "02").resolve()), RUN04_DIR=str((run_dir / "04").resolve()))
     params.update(parameters or {})
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)

@@ -89,6 +89,15 @@ def check_05(m):
     assert math.isfinite(m["p95_ms_c1"]) and m["p95_ms_c1"] > 0
     assert all(row["ok"] == row["requests"] for row in m["load"]), "the load test at these levels must not fail"
     assert {row["claim"] for row in m["claims"]} and all(isinstance(row["holds"], bool) for row in m["claims"])
+    # the Wu models on llama.cpp: routed by name, strength per request, scoring what notebook 02 scored
+    assert m["text_on_llamacpp"] and {"gemma-3-270m", "wu-mandarin", "wu-english"} <= set(m["text_models"])
+    assert all(mb < 0.2 * m["base_gguf_mb"] for mb in m["gguf_adapter_mb"].values())
+    p = m["text_parity"]
+    assert abs(p["chrf_test_llamacpp"] - p["chrf_test_hf"]) <= 2 and abs(p["chrf_base_llamacpp"] - p["chrf_base_hf"]) <= 3
+    assert [s for s, _ in p["dev_curve_llamacpp"]] == [s for s, _ in p["dev_curve_hf"]]
+    assert all(abs(a - b) <= 3 for (_, a), (_, b) in zip(p["dev_curve_llamacpp"], p["dev_curve_hf"]))
+    assert m["text_speed"]["llamacpp_tokens_per_s"] > 0 and m["text_speed"]["hf_tokens_per_s"] > 0
+    assert {(r["model"], r["strength"]) for r in m["text_scenario"]} >= {("wu-mandarin", 0.8), ("wu-english", 1.0)}
 
 
 CHECKS = {"01": check_01, "02": check_02, "03": check_03, "04": check_04, "05": check_05}
@@ -115,7 +124,8 @@ SMOKE_KEYS = {
            "ct2_float32_bytes", "cer_ct2_int8", "ct2_agreement_int8", "cer_faster_whisper_int8", "faster_whisper_gap_points", "speed_ratio_ct2_int8_vs_hf",
            "text_merged_bytes"],
     "05": ["profile", "cer_served", "cer_offline", "served_identical_fraction", "load", "p95_ms_c1",
-           "throughput_c8_over_offline_batched", "protections", "claims", "server_rss_mb"],
+           "throughput_c8_over_offline_batched", "protections", "claims", "server_rss_mb", "text_models",
+           "text_on_llamacpp"],
 }
 
 

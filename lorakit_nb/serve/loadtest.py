@@ -10,6 +10,10 @@ Covers:
 - ``sweep``: ``closed_loop`` at each concurrency level.
 - ``offline_baseline``: the same clips transcribed in-process with ``export.ct2.ct2_transcribe``:
   batched throughput (batch 8) and the time of each clip alone (batch 1).
+- ``complete_texts``: text prompts through ``POST /v1/completions`` with ``concurrency`` clients in
+  flight (greedy, one adapter at one strength), answers cut as ``text.evaluate.first_line`` cuts them,
+  in the input order, with the wall time and the tokens llama.cpp generated; ``text_sweep`` does it
+  at each concurrency level.
 - ``percentile`` (linear interpolation, as numpy's default); ``run_sync`` (a coroutine from sync code or Jupyter).
 
 Does not: start the server (``client.ServerProcess``), plot, or judge the numbers.
@@ -156,3 +160,50 @@ def offline_baseline(model_dir, audios, *, batch_size: int = 8, threads: int | N
             "batched_audio_s_per_s": audio_s / wall, "single_ms": single_ms,
             "single_p50_ms": percentile(single_ms, 50), "single_p95_ms": percentile(single_ms, 95),
             "hypotheses_single": single, "hypotheses_batched": batched}
+
+
+async def complete_texts(url, key, prompts, *, model: str, strength: float | None = None, concurrency: int = 4,
+                         max_tokens: int = 40, stop=("\n",)) -> dict:
+    """Every prompt through ``/v1/completions`` (at most ``concurrency`` in flight); raises on any non-200.
+
+    Returns {"outputs" (first lines, input order), "wall_seconds", "completion_tokens", "latencies_ms",
+    "tokens_per_s"}. Example: run_sync(complete_texts(srv.url, KEY, prompts, model="wu-mandarin", strength=0.8))
+    """
+    from lorakit_nb.text.evaluate import first_line
+
+    outputs, tokens, latencies = [""] * len(prompts), [0] * len(prompts), [0.0] * len(prompts)
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one(ac, i):
+        body = {"model": model, "prompt": prompts[i], "max_tokens": max_tokens, "stop": list(stop), "temperature": 0}
+        if strength is not None:
+            body["strength"] = strength
+        async with gate:
+            t0 = time.perf_counter()
+            r = await ac.post("/v1/completions", json=body)
+            latencies[i] = (time.perf_counter() - t0) * 1000
+        if r.status_code != 200:
+            raise RuntimeError(f"/v1/completions answered {r.status_code} for prompt {i}: {r.text[:300]}")
+        out = r.json()
+        outputs[i], tokens[i] = first_line(out["choices"][0]["text"]), out["usage"]["completion_tokens"]
+
+    t0 = time.perf_counter()
+    async with _client(url, key, concurrency) as ac:
+        await asyncio.gather(*[one(ac, i) for i in range(len(prompts))])
+    wall = time.perf_counter() - t0
+    return {"outputs": outputs, "wall_seconds": wall, "completion_tokens": sum(tokens),
+            "latencies_ms": latencies, "tokens_per_s": sum(tokens) / wall if wall > 0 else 0.0}
+
+
+def text_sweep(url, key, prompts, *, model: str, strength: float | None = None, levels=(1, 4, 8),
+               max_tokens: int = 40) -> list[dict]:
+    """``complete_texts`` at each concurrency: [{"concurrency", "tokens_per_s", "p50_ms", "p95_ms", "wall_seconds",
+    "completion_tokens", "outputs"}] (tokens as llama.cpp counts them, the stop newline included)."""
+    rows = []
+    for c in levels:
+        r = run_sync(complete_texts(url, key, prompts, model=model, strength=strength, concurrency=c,
+                                    max_tokens=max_tokens))
+        rows.append({"concurrency": c, "tokens_per_s": r["tokens_per_s"], "wall_seconds": r["wall_seconds"],
+                     "completion_tokens": r["completion_tokens"], "p50_ms": percentile(r["latencies_ms"], 50),
+                     "p95_ms": percentile(r["latencies_ms"], 95), "outputs": r["outputs"]})
+    return rows

@@ -94,7 +94,12 @@ def _generate_batches(model, tokenizer, prompts, batches, outputs, max_new_token
                                  stopping_criteria=StoppingCriteriaList([StopAtNewline(tokenizer, width)]))
         new = out[:, width:] if out.shape[1] > width else out[:, :0]  # (batch, new tokens)
         for i, text in zip(idx, tokenizer.batch_decode(new, skip_special_tokens=True)):
-            outputs[i] = text.strip().split("\n")[0].strip()
+            outputs[i] = first_line(text)
+
+
+def first_line(text: str) -> str:
+    """What counts as the answer: the generated text up to its first newline, stripped (every engine)."""
+    return text.strip().split("\n")[0].strip()
 
 
 def evaluate_pairs(model, tokenizer, pairs, template: str = DEFAULT_TEMPLATE,
