@@ -1,7 +1,7 @@
 """The `lorakit` command: run the course, train from a YAML config, evaluate an adapter, fetch models.
 
     lorakit run [--profile cpu|gpu|auto|smoke] [--only 01,03] [--run-dir runs]
-    lorakit train --config data/configs/wu_dialect_lora.yaml
+    lorakit train --config data/configs/wu_dialect_lora.yaml [--resume]
     lorakit evaluate --adapter DIR | --model NAME --data FILE.csv|FILE.jsonl [--out metrics.json]
     lorakit models [NAME ...]
     lorakit data import SRC --out DIR [--format auto|folder|commonvoice|aishell] [--split NAME]
@@ -14,6 +14,7 @@ Does not: contain any training or evaluation logic (each subcommand calls one pa
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from .errors import LorakitError
@@ -29,7 +30,11 @@ def _run(args) -> None:
 def _train(args) -> None:
     from lorakit_nb.text.train import train_from_config
 
-    res = train_from_config(args.config)
+    res = train_from_config(args.config, resume=args.resume)
+    if os.environ.get("RANK", "0") != "0":  # torchrun: one process reports for all
+        return
+    if res.resumed_from:
+        print(f"resumed from {res.resumed_from} (step {res.start_step})")
     print(f"adapter saved to {res.adapter_dir} ({res.adapter_bytes / 1e6:.1f} MB) after {res.steps} steps "
           f"in {res.train_seconds:.0f} s; best dev loss {res.eval_loss_best:.3f}")
 
@@ -112,6 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train a text LoRA adapter from a YAML config")
     p.add_argument("--config", required=True, help="YAML file, e.g. data/configs/wu_dialect_lora.yaml")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run from the newest "
+                   "checkpoint-N under the config's output_dir (optimizer, scheduler, RNG state and step)")
     p.set_defaults(func=_train)
 
     p = sub.add_parser("evaluate", help="score an adapter on a CSV (text) or a JSONL manifest (speech)")

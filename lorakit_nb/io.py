@@ -198,19 +198,23 @@ class ExportSidecar(_Sidecar):
 
 
 def save_adapter(peft_model, out_dir, *, adapter_name: str = "default", sidecar: _Sidecar | None = None,
-                 processor=None) -> int:
+                 processor=None, initial_adapter=None) -> int:
     """Write one LoRA adapter (``adapter_model.safetensors`` + ``adapter_config.json``) atomically.
 
     peft nests an adapter not called "default" one folder down; it is lifted to ``out_dir`` itself.
     ``sidecar`` (a TrainSidecar / SpeechSidecar) and ``processor`` (Whisper's, for a standalone
     adapter folder) are written into the same folder. Returns the bytes of the safetensors file.
+    ``initial_adapter``: the folder of a PiSSA / OLoRA adapter saved at step 0; peft then writes the
+    trained one as plain LoRA of twice the rank (B'A' - B0A0), which loads on the UNCHANGED base.
     Example: r=16 on q_proj,v_proj of whisper-base: 589,824 fp32 values -> 2,359,296 bytes + header.
     """
     if not hasattr(peft_model, "peft_config"):
         raise LorakitError(f"save_adapter needs a peft model (got {type(peft_model).__name__}); "
                            "wrap the base with get_peft_model or load it with PeftModel.from_pretrained")
     with atomic_dir(out_dir) as tmp:
-        peft_model.save_pretrained(tmp / "peft", selected_adapters=[adapter_name], safe_serialization=True)
+        convert = {} if initial_adapter is None else {"path_initial_model_for_weight_conversion": str(initial_adapter)}
+        peft_model.save_pretrained(tmp / "peft", selected_adapters=[adapter_name], safe_serialization=True,
+                                   **convert)
         src = tmp / "peft" / adapter_name if adapter_name != "default" else tmp / "peft"
         for f in src.iterdir():
             if f.is_file():

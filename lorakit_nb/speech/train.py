@@ -4,10 +4,11 @@ Covers: ``WhisperCollator`` (stack log-mels, pad labels with -100, drop a double
 ``DevCERCallback`` (greedy, capped transcription of the dev clips at each epoch end),
 and ``train_asr`` which wires features, ``WhisperCollator``, ``Seq2SeqTrainingArguments`` and the
 callbacks (``training.TimeBudgetCallback`` among them) together and returns the one ``TrainResult``
-(loss curve, dev-CER curve, training time) that ``training.run_trainer`` reads from the Trainer's log.
+(loss curve, dev-CER curve, training time) that ``training.run_trainer`` reads from the Trainer's log;
+optional per-epoch checkpoints and resuming an interrupted run from the newest of them.
 
 Does NOT cover: building the model (``speech/whisper.py``), test-set scoring (``speech/evaluate.py``),
-checkpoints (none are written: the notebook saves the adapter itself), mixed precision.
+saving the final adapter (the notebook does, ``io.save_adapter``), mixed precision.
 """
 from __future__ import annotations
 
@@ -17,8 +18,9 @@ from dataclasses import dataclass
 import torch
 from transformers import TrainerCallback
 
+from lorakit_nb.errors import LorakitError
 from lorakit_nb.speech.evaluate import transcribe
-from lorakit_nb.training import TimeBudgetCallback, TrainResult, run_trainer
+from lorakit_nb.training import TimeBudgetCallback, TrainResult, resume_checkpoint, run_trainer
 
 
 @dataclass
@@ -78,24 +80,37 @@ class DevCERCallback(TrainerCallback):
 def train_asr(model, processor, train_features, *, dev_audios=None, dev_texts=None, output_dir=None,
               epochs: float = 3, batch_size: int = 8, learning_rate: float = 1e-3, warmup_steps: int = 10,
               weight_decay: float = 0.0, logging_steps: int = 5, time_budget_s=None, seed: int = 0,
-              per_second: float = 6.0, eval_batch_size: int = 16, callbacks=()) -> TrainResult:
+              per_second: float = 6.0, eval_batch_size: int = 16, callbacks=(), checkpoints: bool = False,
+              resume=False) -> TrainResult:
     """Fine-tune `model` (LoRA/QLoRA-wrapped) on `train_features` (from ``featurize``) with Seq2SeqTrainer.
 
-    A linear learning-rate schedule with a short warm-up; no checkpoints saved; ``label_names`` set
-    because a PeftModel's forward signature hides ``labels`` from the Trainer's detection; columns
-    are kept (our items are plain dicts, the collator picks what it needs). Extra ``callbacks`` (e.g.
+    A linear learning-rate schedule with a short warm-up; ``label_names`` set because a PeftModel's
+    forward signature hides ``labels`` from the Trainer's detection; columns are kept (our items are
+    plain dicts, the collator picks what it needs). Extra ``callbacks`` (e.g.
     ``text.plot.LossPlotCallback()``) are passed to the Trainer.
+    ``checkpoints=True`` saves ``<output_dir>/checkpoint-N`` (adapter, optimizer, scheduler, RNG state;
+    the newest two are kept) at each epoch end, after the dev CER so it is in the checkpoint's log, and when the
+    time budget stops training. ``resume=True`` continues an interrupted run from the newest of them (a
+    path names one): the same model, data and arguments, and the run goes on as if it had never stopped;
+    the time budget counts this call only.
     Example: res = train_asr(model, processor, feats, dev_audios=a, dev_texts=t, epochs=3)
              res.dev_history[-1]["dev_cer"] -> 0.2 (say)
+             train_asr(model, processor, feats, output_dir="runs/03/trainer", checkpoints=True, resume=True)
     """
     from transformers import Seq2SeqTrainer, Seq2SeqTrainingArguments
 
+    if output_dir is None and (checkpoints or resume is True):
+        raise LorakitError("train_asr(checkpoints=True / resume=True) needs output_dir: the folder the "
+                           "checkpoint-N folders are written to and resumed from")
+    checkpoint = resume_checkpoint(resume, output_dir,
+                                   fix="start without resume=True, or pass checkpoints=True so checkpoints are written")
     if output_dir is None:  # the Trainer wants a folder even when it saves nothing
         output_dir = tempfile.mkdtemp(prefix="lorakit_asr_trainer_")
     args = Seq2SeqTrainingArguments(
         output_dir=str(output_dir), per_device_train_batch_size=batch_size, num_train_epochs=epochs,
         learning_rate=learning_rate, warmup_steps=warmup_steps, weight_decay=weight_decay,
-        lr_scheduler_type="linear", logging_steps=logging_steps, logging_first_step=True, save_strategy="no",
+        lr_scheduler_type="linear", logging_steps=logging_steps, logging_first_step=True,
+        save_strategy="epoch" if checkpoints else "no", save_total_limit=2, save_only_model=False,
         eval_strategy="no",
         report_to=[], remove_unused_columns=False, label_names=["labels"], seed=seed,
         dataloader_num_workers=0, dataloader_pin_memory=torch.cuda.is_available(), disable_tqdm=False,
@@ -108,4 +123,4 @@ def train_asr(model, processor, train_features, *, dev_audios=None, dev_texts=No
     trainer = Seq2SeqTrainer(model=model, args=args, train_dataset=train_features,
                              data_collator=WhisperCollator(processor, model.config.decoder_start_token_id),
                              callbacks=callbacks)
-    return run_trainer(trainer, budget=budget)
+    return run_trainer(trainer, budget=budget, resume_from_checkpoint=checkpoint)

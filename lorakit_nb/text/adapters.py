@@ -22,15 +22,18 @@ from lorakit_nb.io import TrainSidecar
 from lorakit_nb.io import save_adapter as io_save_adapter
 
 
-def save_adapter(model, adapter_name: str, out_dir, train_config: dict | None = None) -> tuple[str, int]:
+def save_adapter(model, adapter_name: str, out_dir, train_config: dict | None = None,
+                 initial_adapter=None) -> tuple[str, int]:
     """Save one named adapter with its training settings (``lorakit_train.json``); (folder, bytes).
 
     The writing itself is ``io.save_adapter`` (atomic, safetensors); this adds the text sidecar.
+    ``initial_adapter``: a PiSSA / OLoRA adapter's step-0 copy; the saved one is then plain LoRA.
     """
     cfg = dict(train_config or {})
     sidecar = TrainSidecar(**{k: cfg.pop(k) for k in ("base_model", "prompt_template", "target") if k in cfg},
                            extra=cfg) if train_config is not None else None
-    nbytes = io_save_adapter(model, out_dir, adapter_name=adapter_name, sidecar=sidecar)
+    nbytes = io_save_adapter(model, out_dir, adapter_name=adapter_name, sidecar=sidecar,
+                             initial_adapter=initial_adapter)
     return str(out_dir), nbytes
 
 class FlatAdapterCheckpoints(TrainerCallback):
@@ -45,6 +48,8 @@ class FlatAdapterCheckpoints(TrainerCallback):
         self.name = adapter_name
 
     def on_save(self, args, state, control, **kwargs):
+        if not state.is_world_process_zero:  # several processes (torchrun): the one that wrote copies
+            return
         ckpt = Path(args.output_dir) / f"checkpoint-{state.global_step}"
         if self.name != "default" and (ckpt / self.name).is_dir():
             for f in (ckpt / self.name).iterdir():

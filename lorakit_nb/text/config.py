@@ -2,7 +2,9 @@
 
 Covers: reading a YAML file into a validated `TrainConfig`, accepting the lora-scripts keys as written
 (`base_model`, `train_data_dir`, `metadata_path`, `task_type`, `lora_rank`, `batch_size`, `epochs`,
-`learning_rate`, `max_seq_length`, `output_dir`, `save_steps`, `dropout`) plus the keys this kit adds;
+`learning_rate`, `max_seq_length`, `output_dir`, `save_steps`, `dropout`) plus the keys this kit adds,
+among them the adapter variants (`use_dora`, `use_rslora`, `init_lora_weights`, `loraplus_lr_ratio`,
+`target_modules: all-linear`) and the combinations of them that cannot work;
 unknown or mistyped keys raise a `ConfigError` naming the key, its line and the nearest valid key;
 `learning_rate: 1e-4` works although PyYAML reads it as the STRING "1e-4" (YAML 1.1 floats need a dot);
 checking that the model and the data files exist BEFORE any training starts.
@@ -32,6 +34,11 @@ from lorakit_nb.text.data import PROMPT_TEMPLATES
 
 TASK_TYPES = {"text-generation": "CAUSAL_LM", "causal_lm": "CAUSAL_LM", "causal-lm": "CAUSAL_LM"}
 QUANTIZATION = ("none", "8bit", "4bit")
+# init_lora_weights values peft takes without extra data: True = A random, B = 0 (output = base at step 0);
+# False = B random too (a test setting); pissa / pissa_niter_N / olora move the top singular (QR) directions
+# of each base weight into A, B and leave the residual in the base.
+INIT_LORA = (True, False, "gaussian", "pissa", "pissa_niter_N", "olora")
+ALL_LINEAR = "all-linear"  # peft's shorthand: every nn.Linear except the output head
 # Spellings people write for the same key (lora-scripts and peft names) -> the field name here.
 ALIASES = {"lora_dropout": "dropout", "num_train_epochs": "epochs", "lr": "learning_rate", "rank": "lora_rank",
            "r": "lora_rank", "per_device_train_batch_size": "batch_size", "model_name_or_path": "base_model",
@@ -54,7 +61,11 @@ class TrainConfig:
     lora_rank: int = 8
     lora_alpha: float = 16.0
     dropout: float = 0.05
-    target_modules: list = field(default_factory=lambda: ["q_proj", "v_proj"])
+    target_modules: list | str = field(default_factory=lambda: ["q_proj", "v_proj"])  # or "all-linear"
+    use_dora: bool = False                 # DoRA: a learned magnitude per output row, LoRA for the direction
+    use_rslora: bool = False               # rsLoRA: scaling alpha / sqrt(r) instead of alpha / r
+    init_lora_weights: bool | str = True   # true | false | gaussian | pissa | pissa_niter_N | olora
+    loraplus_lr_ratio: float | None = None  # LoRA+: the B matrices learn at ratio x learning_rate; null = off
     quantization: str = "none"             # none | 8bit | 4bit (bitsandbytes; 4bit = QLoRA NF4)
     batch_size: int = 8
     gradient_accumulation_steps: int = 1
@@ -83,6 +94,16 @@ class TrainConfig:
         return TASK_TYPES[self.task_type.lower()]
 
     @property
+    def peft_target_modules(self) -> list | str:
+        """What LoraConfig gets: the string "all-linear" as is, else a list of layer names."""
+        return self.target_modules if self.target_modules == ALL_LINEAR else list(self.target_modules)
+
+    @property
+    def reinitializes_base(self) -> bool:
+        """True for PiSSA / OLoRA: the init writes the residual W - scaling * B A into the base weights."""
+        return isinstance(self.init_lora_weights, str) and self.init_lora_weights.startswith(("pissa", "olora"))
+
+    @property
     def template(self) -> str:
         return self.prompt_template or PROMPT_TEMPLATES[self.target]
 
@@ -93,7 +114,8 @@ class TrainConfig:
 _FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig) if f.name != "source"}
 _INT = {"lora_rank", "batch_size", "gradient_accumulation_steps", "max_steps", "max_seq_length", "save_steps",
         "save_total_limit", "logging_steps", "early_stopping_patience", "seed", "max_train_examples", "num_threads"}
-_FLOAT = {"lora_alpha", "dropout", "epochs", "learning_rate", "warmup_ratio", "weight_decay"}
+_FLOAT = {"lora_alpha", "dropout", "epochs", "learning_rate", "warmup_ratio", "weight_decay", "loraplus_lr_ratio"}
+_BOOL = {"response_only_logits", "use_dora", "use_rslora"}
 
 
 def _where(source, lines, key) -> str:
@@ -113,6 +135,8 @@ def _coerce(key, value, where):
         if number != int(number):
             raise ConfigError(f"{where}: `{key}` must be a whole number, got {value!r}.")
         return int(number)
+    if key == "loraplus_lr_ratio" and value is None:  # null: LoRA+ off
+        return None
     if key in _FLOAT:
         # PyYAML follows YAML 1.1: `1e-4` (no dot) is a string, `1.0e-4` a float. Accept both.
         if isinstance(value, bool) or not isinstance(value, (int, float, str)):
@@ -122,12 +146,22 @@ def _coerce(key, value, where):
         except ValueError:
             raise ConfigError(f"{where}: `{key}` must be a number like 1e-4, got {value!r}.") from None
     if key == "target_modules":
+        if isinstance(value, str) and value.strip().lower() == ALL_LINEAR:
+            return ALL_LINEAR
         if isinstance(value, str):
             value = [m.strip() for m in value.split(",") if m.strip()]
         if not isinstance(value, list) or not value or not all(isinstance(m, str) for m in value):
-            raise ConfigError(f"{where}: `target_modules` must be a list of layer names like [q_proj, v_proj].")
+            raise ConfigError(f"{where}: `target_modules` must be a list of layer names like [q_proj, v_proj] "
+                              "or the string all-linear.")
+        if any(m.lower().replace("_", "-") == ALL_LINEAR for m in value):
+            raise ConfigError(f"{where}: `target_modules: {value}`: all-linear is peft's shorthand on its own, "
+                              "not a layer name; write `target_modules: all-linear` (no brackets, no other names).")
         return value
-    if key == "response_only_logits":
+    if key == "init_lora_weights":
+        if isinstance(value, str) and value.strip().lower() in ("true", "false"):  # a quoted "true", a CLI override
+            return value.strip().lower() == "true"
+        return value.strip().lower() if isinstance(value, str) else value
+    if key in _BOOL:
         if not isinstance(value, bool):
             raise ConfigError(f"{where}: `{key}` must be true or false, got {value!r}.")
         return value
@@ -205,9 +239,32 @@ def _check_values(cfg: TrainConfig, lines) -> None:
         fail("dropout", f"dropout must be in [0, 1), got {cfg.dropout}.")
     if cfg.epochs <= 0 and cfg.max_steps <= 0:
         fail("epochs", "set epochs > 0 (or max_steps > 0).")
+    _check_variant(cfg, fail)
     if not (cfg.train_data_dir or cfg.metadata_path):
         raise ConfigError(f"{cfg.source or '<config>'}: say where the data is: `train_data_dir: <folder with "
                           "train.csv, dev.csv>` or `metadata_path: <train.csv>`.")
+
+
+def _check_variant(cfg: TrainConfig, fail) -> None:
+    """The adapter-variant keys: allowed values, and the combinations that cannot work (why in each message)."""
+    init = cfg.init_lora_weights
+    niter = isinstance(init, str) and init.startswith("pissa_niter_") and init[len("pissa_niter_"):].isdigit()
+    if not (isinstance(init, bool) or init in ("gaussian", "pissa", "olora") or niter):
+        allowed = ", ".join(str(v).lower() if isinstance(v, bool) else v for v in INIT_LORA)
+        fail("init_lora_weights", f"init_lora_weights must be one of {allowed} (N = SVD iterations, e.g. "
+             f"pissa_niter_4), got {init!r}.")
+    if cfg.reinitializes_base and cfg.quantization != "none":
+        fail("init_lora_weights", f"init_lora_weights: {init} rewrites the base weights as W - scaling * B A, "
+             f"which a {cfg.quantization} bitsandbytes base cannot hold exactly (peft refuses PiSSA on it; OLoRA "
+             "re-quantizes the residual, so step 0 no longer equals the base). Use quantization: none, or "
+             "init_lora_weights: true with QLoRA.")
+    if cfg.reinitializes_base and cfg.use_dora:
+        fail("init_lora_weights", f"init_lora_weights: {init} with use_dora: true cannot be saved: the kit saves "
+             "a PiSSA/OLoRA adapter converted to plain LoRA (so it loads on the unchanged base) and that "
+             "conversion keeps only lora_A/lora_B, not DoRA's magnitude vector. Drop one of the two.")
+    if cfg.loraplus_lr_ratio is not None and not cfg.loraplus_lr_ratio > 0:
+        fail("loraplus_lr_ratio", f"loraplus_lr_ratio must be > 0 (the LoRA+ paper uses 16), or null for "
+             f"plain LoRA; got {cfg.loraplus_lr_ratio}.")
 
 
 def data_files(cfg: TrainConfig) -> dict:

@@ -155,3 +155,49 @@ def test_dtype_auto_on_gpu(monkeypatch):
     for supported, expected in ((True, "bfloat16"), (False, "float16")):
         monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda s=supported: s)
         assert fast_dtype(on_gpu=True) == expected
+
+
+def test_adapter_variant_keys_validated():
+    """The variant keys come through typed; the combinations that cannot work are refused, each naming
+    the key and the fix: an unknown init lists the allowed values; PiSSA needs float base weights (no
+    bitsandbytes base); PiSSA/OLoRA + DoRA cannot be saved converted; LoRA+ needs a ratio > 0."""
+    base = {"base_model": "tiny-gemma", "train_data_dir": "x"}
+    cfg = config_from_dict({**base, "use_dora": True, "use_rslora": True, "loraplus_lr_ratio": "16",
+                            "target_modules": "all-linear"}, check_files=False)
+    assert (cfg.use_dora, cfg.use_rslora, cfg.loraplus_lr_ratio) == (True, True, 16.0)  # DoRA + LoRA+ is fine
+    assert cfg.target_modules == "all-linear" == cfg.peft_target_modules  # a string for peft, not ["a", "l", ...]
+    defaults = config_from_dict(base, check_files=False)
+    assert (defaults.use_dora, defaults.init_lora_weights, defaults.loraplus_lr_ratio) == (False, True, None)
+    for init, expected in (("pissa_niter_4", "pissa_niter_4"), ("Gaussian", "gaussian"), (False, False),
+                           ("false", False), ("olora", "olora")):
+        c = config_from_dict({**base, "init_lora_weights": init}, check_files=False)
+        assert c.init_lora_weights == expected
+        assert c.reinitializes_base == (str(expected).startswith(("pissa", "olora")))
+    with pytest.raises(ConfigError, match=r"init_lora_weights must be one of true, false, gaussian, pissa, "
+                                          r"pissa_niter_N, olora.*'loftq'"):
+        config_from_dict({**base, "init_lora_weights": "loftq"}, check_files=False)
+    with pytest.raises(ConfigError, match="init_lora_weights must be one of"):
+        config_from_dict({**base, "init_lora_weights": "pissa_niter_x"}, check_files=False)
+    with pytest.raises(ConfigError, match="pissa rewrites the base weights.*4bit.*quantization: none"):
+        config_from_dict({**base, "init_lora_weights": "pissa", "quantization": "4bit"}, check_files=False)
+    with pytest.raises(ConfigError, match="use_dora: true cannot be saved.*Drop one"):
+        config_from_dict({**base, "init_lora_weights": "pissa", "use_dora": True}, check_files=False)
+    for ratio in (0, -2):
+        with pytest.raises(ConfigError, match="loraplus_lr_ratio must be > 0"):
+            config_from_dict({**base, "loraplus_lr_ratio": ratio}, check_files=False)
+    with pytest.raises(ConfigError, match="`use_dora` must be true or false"):
+        config_from_dict({**base, "use_dora": "yes please"}, check_files=False)
+    with pytest.raises(ConfigError, match="write `target_modules: all-linear`"):
+        config_from_dict({**base, "target_modules": ["q_proj", "all_linear"]}, check_files=False)
+
+
+def test_variant_keys_from_yaml_with_line(tmp_path):
+    """As YAML: `target_modules: all-linear` and `use_rslora: true` load; a bad init names its line."""
+    path = tmp_path / "c.yaml"
+    path.write_text("base_model: tiny-gemma\ntrain_data_dir: wu\ntarget_modules: all-linear\nuse_rslora: true\n"
+                    "init_lora_weights: svd\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"line 5.*init_lora_weights must be one of"):
+        load_config(path, check_files=False)
+    path.write_text(path.read_text("utf-8").replace("svd", "pissa_niter_2"), encoding="utf-8")
+    cfg = load_config(path, check_files=False)
+    assert (cfg.target_modules, cfg.use_rslora, cfg.init_lora_weights) == ("all-linear", True, "pissa_niter_2")
