@@ -18,8 +18,9 @@ STAMP := $(VENV)/.lorakit-installed
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(if $(TORCH_INDEX),$(BIN)/python -m pip install --quiet --timeout 15 --retries 1 --index-url "$(TORCH_INDEX)" "$(TORCH_SPEC)" \
-	  || (echo "$(TORCH_INDEX) not reachable: installing $(TORCH_SPEC) from the default index" && \
+	$(if $(TORCH_INDEX),($(BIN)/python -c "import urllib.request as u; u.urlopen('$(TORCH_INDEX)/', timeout=5)" 2>/dev/null \
+	  && $(BIN)/python -m pip install --quiet --timeout 15 --retries 1 --index-url "$(TORCH_INDEX)" "$(TORCH_SPEC)") \
+	  || (echo "$(TORCH_INDEX) not reachable (or its install failed): installing $(TORCH_SPEC) from the default index" && \
 	      $(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"),$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)")
 	$(BIN)/python -m pip install --quiet -e ".[dev,offline-models,serve]"
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (lorakit)"
