@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> dict:
     from lorakit_nb.serve.loadtest import text_sweep
     from lorakit_nb.text.adapters import adapter_scale, adapter_train_config
     from lorakit_nb.text.data import PROMPT_TEMPLATES, load_pairs, make_examples
-    from lorakit_nb.text.evaluate import generate_batch
+    from lorakit_nb.text.evaluate import count_tokens, generate_batch
 
     adapter = Path(args.adapter)
     if not (adapter / "adapter_config.json").is_file():
@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> dict:
     model = PeftModel.from_pretrained(model, str(adapter))
 
     def n_tokens(texts):
-        return sum(len(tok(t, add_special_tokens=False)["input_ids"]) for t in texts)
+        return count_tokens(tok, texts)
 
     key = secrets.token_urlsafe(24)
     with tempfile.TemporaryDirectory() as tmp:

@@ -11,11 +11,10 @@ from pathlib import Path
 
 import numpy as np
 
-MODULES = {"q_proj": "self_attn.q_proj", "k_proj": "self_attn.k_proj", "v_proj": "self_attn.v_proj",
-           "o_proj": "self_attn.o_proj", "gate_proj": "mlp.gate_proj", "up_proj": "mlp.up_proj",
-           "down_proj": "mlp.down_proj"}
-GGUF = {"q_proj": "attn_q", "k_proj": "attn_k", "v_proj": "attn_v", "o_proj": "attn_output",
-        "gate_proj": "ffn_gate", "up_proj": "ffn_up", "down_proj": "ffn_down"}
+from lorakit_nb.export.gguf import GGUF_NAMES  # peft module path -> llama.cpp tensor name
+
+MODULES = {path.split(".")[1]: path for path in GGUF_NAMES}           # "q_proj" -> "self_attn.q_proj"
+GGUF = {path.split(".")[1]: name for path, name in GGUF_NAMES.items()}  # "q_proj" -> "attn_q"
 
 
 def base_shapes(base_gguf) -> tuple[int, dict]:

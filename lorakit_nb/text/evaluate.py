@@ -1,7 +1,7 @@
 """Generate with a (LoRA-adapted) causal LM and score it on Wu-dialect pairs.
 
-Covers: batched greedy generation that stops at the end of the line (`generate_batch`); chrF, exact
-match and repetition rate of generations against references (`evaluate_pairs`); which glossary words
+Covers: batched greedy generation that stops at the end of the line (`generate_batch`, `first_line`,
+`count_tokens`); chrF, exact match and repetition rate of generations against references (`evaluate_pairs`); which glossary words
 came out translated (`glossary_hits`); chrF against adapter strength (`strength_curve`, scaling via
 `adapters.adapter_scale`); `evaluate_adapter`, the function behind
 `lorakit evaluate --adapter DIR --data FILE.csv`.
@@ -95,6 +95,11 @@ def _generate_batches(model, tokenizer, prompts, batches, outputs, max_new_token
         new = out[:, width:] if out.shape[1] > width else out[:, :0]  # (batch, new tokens)
         for i, text in zip(idx, tokenizer.batch_decode(new, skip_special_tokens=True)):
             outputs[i] = first_line(text)
+
+
+def count_tokens(tokenizer, texts) -> int:
+    """Tokens in `texts` by `tokenizer`, no special tokens: one count for every engine's answers (tokens/s)."""
+    return sum(len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts)
 
 
 def first_line(text: str) -> str:
