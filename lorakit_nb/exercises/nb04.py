@@ -1,0 +1,4 @@
+"""Notebook 04's exercises: reference solutions, checks, synthetic examples."""
+from __future__ import annotations
+
+EXERCISES: dict = {}

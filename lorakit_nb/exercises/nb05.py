@@ -1,0 +1,4 @@
+"""Notebook 05's exercises: reference solutions, checks, synthetic examples."""
+from __future__ import annotations
+
+EXERCISES: dict = {}
