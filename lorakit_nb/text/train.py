@@ -111,10 +111,13 @@ def response_only_loss(model, input_ids, attention_mask, labels, **_) -> torch.T
     base = inner.get_base_model() if hasattr(inner, "get_base_model") else inner  # unwrap peft, LoRA stays
     out = model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True,
                 logits_to_keep=torch.empty(0, dtype=torch.long, device=input_ids.device))
-    hidden = out.hidden_states[-1]                            # (B, T, H)
+    head = base.get_output_embeddings()
+    # Trainer's bf16/fp16 mode has accelerate convert the model's outputs to float32; the hidden states were
+    # computed in the model's dtype, so casting back to the head's dtype is exact (and keeps the head's matmul)
+    hidden = out.hidden_states[-1].to(head.weight.dtype)      # (B, T, H)
     targets = labels[:, 1:]                                   # (B, T-1): token t+1 is predicted at t
     keep = targets != IGNORE                                  # (B, T-1)
-    logits = base.get_output_embeddings()(hidden[:, :-1][keep])  # (N, V), N = response tokens in batch
+    logits = head(hidden[:, :-1][keep])                       # (N, V), N = response tokens in batch
     cap = getattr(base.config, "final_logit_softcapping", None)
     if cap:  # Gemma-style soft cap, exactly as the model's own forward applies it
         logits = torch.tanh(logits / cap) * cap

@@ -210,3 +210,17 @@ def test_cli_trains_from_yaml(tmp_path, capsys):
     cfg.write_text(cfg.read_text("utf-8").replace("lora_rank", "lora_rnak"), "utf-8")
     assert main(["train", "--config", str(cfg)]) == 1
     assert "lora_rank" in capsys.readouterr().err
+
+
+def test_bfloat16_training_runs_the_response_only_head(tmp_path):
+    """dtype bfloat16 (the CPU profile's choice on AVX-512 machines): Trainer's bf16 mode has accelerate
+    convert the model's outputs to float32, so the hidden states reach the bf16 head as float32 unless the
+    loss casts them back. Two steps must run, with a finite loss near ln(260) = 5.56 on the random model."""
+    _write_data(tmp_path)
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("base_model: tiny-gemma\ntrain_data_dir: wu\nlora_rank: 2\nbatch_size: 3\nmax_steps: 2\n"
+                   "learning_rate: 1e-3\nsave_steps: 2\nearly_stopping_patience: 0\ndtype: bfloat16\n"
+                   "output_dir: out\n", "utf-8")
+    res = train_from_config(cfg)
+    assert res.steps == 2 and res.train_loss_first == pytest.approx(5.56, abs=0.15)
+    assert next(res.model.get_base_model().parameters()).dtype == torch.bfloat16
