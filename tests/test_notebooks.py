@@ -68,6 +68,21 @@ def check_03(m):
     assert m["cer_ratio"] <= 0.33  # the course's target: fine-tuning cuts test CER to a third or less
     # the second voice, never trained on: both CERs measured (what they say is the notebook's lesson)
     assert 0 <= m["cer_other_voice_zero_shot"] < 1 and 0 <= m["cer_other_voice_finetuned"] < 2
+    claims = m["claims"]  # the Whisper article's claims, each verdict following from this run's numbers
+    assert claims["seed2_whisper_small_r64"]["verdict"] == "wrong" and m["whisper_small_r64_qv_trainable"] == 7_077_888
+    assert claims["seed2_task_type_causal_lm"]["verdict"] == "wrong"  # its forward fails; task_type unset trains
+    assert claims["seed2_99_languages"]["verdict"] == "holds" and claims["seed2_zero_shot_meaning"]["verdict"] == "wrong"
+    assert m[f"step_seconds_{m['audio_seconds'] * 100}"] < m["step_seconds_3000"]
+    full, lora = (next(r for r in m["memory_table"] if r["setup"] == s) for s in ("full fine-tune", "LoRA fp32"))
+    assert claims["seed2_lora_3x_training_speed"]["verdict"] == (
+        "holds" if full["s_per_step"] / lora["s_per_step"] >= 3 else "wrong")
+    assert claims["seed2_amp_30_percent"]["verdict"] == (
+        "holds" if m["amp_speedup"] >= 1.25 else "partly" if m["amp_speedup"] > 1.05 else "wrong")
+    # checkpointing on vs off at the training window: it keeps fewer activations (its time is in the table)
+    assert m["checkpointing_saves_gb"] > 0
+    # QLoRA's saving is on weights: the estimator's saving grows with the model; NF4 weights are smaller
+    saved = [row["saved_MB"] for row in m["qlora_estimator"]]
+    assert saved == sorted(saved) and m["qlora_weights_saved_mb"] > 0
 
 
 def check_04(m):

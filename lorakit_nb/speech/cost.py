@@ -27,7 +27,14 @@ def _weight_bytes(model) -> int:
     return sum(t.numel() * t.element_size() for t in list(model.parameters()) + list(model.buffers()))
 
 
-def _measure_here(kind, seconds, model_name, manifest, batch_size, steps, r, checkpointing) -> dict:
+def _amp_dtype(cuda: bool):
+    """The autocast dtype AMP uses here: bf16 on CPU and on bf16-capable GPUs, fp16 on older GPUs."""
+    if cuda and not torch.cuda.is_bf16_supported():
+        return torch.float16
+    return torch.bfloat16
+
+
+def _measure_here(kind, seconds, model_name, manifest, batch_size, steps, r, checkpointing, amp=False) -> dict:
     from lorakit_nb.speech.data import load_manifest, read_audio
     from lorakit_nb.speech.train import WhisperCollator
     from lorakit_nb.speech.whisper import (
@@ -56,8 +63,12 @@ def _measure_here(kind, seconds, model_name, manifest, batch_size, steps, r, che
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
     model.train()
 
+    amp_dtype = _amp_dtype(cuda) if amp else None
+
     def step():
-        loss = model(**batch).loss  # batch: input_features (b, 80, seconds*100), labels (b, tokens)
+        # AMP: matmuls in bf16/fp16 under autocast, weights and optimizer stay fp32 (Trainer's bf16=True)
+        with torch.autocast("cuda" if cuda else "cpu", dtype=amp_dtype, enabled=amp):
+            loss = model(**batch).loss  # batch: input_features (b, 80, seconds*100), labels (b, tokens)
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -74,24 +85,27 @@ def _measure_here(kind, seconds, model_name, manifest, batch_size, steps, r, che
             "s_per_step": round(dt, 3), "peak_gb": round(peak / 1e9, 3),
             "memory": "CUDA allocated" if cuda else "process RSS", "peak_is_training_only": reset,
             "weights_mb": round(_weight_bytes(model) / 1e6, 1), "trainable_params": trainable_parameters(model)[0],
+            "checkpointing": checkpointing, "amp": str(amp_dtype).replace("torch.", "") if amp else None,
             "loss": losses[-1]}
 
 
 def measure_step(kind: str, seconds: int = 5, *, model_name: str = "whisper-base",
                  manifest="data/zh_speech/train.jsonl", batch_size: int = 4, steps: int = 2, r: int = 8,
-                 checkpointing: bool = True, timeout: int = 900) -> dict:
+                 checkpointing: bool = True, amp: bool = False, timeout: int = 900) -> dict:
     """Time `steps` optimizer steps of `kind` ("lora" | "qlora" | "full") at a `seconds` audio window.
 
     Runs in a fresh Python process so each setup's peak memory is its own (a process's peak never
     goes down). One warm-up step comes first (it allocates Adam's state); then the kernel's peak-RSS
     counter is reset, so ``peak_gb`` is the steady training peak: weights + gradients + Adam states
     + activations (with checkpointing) -- not the one-off peak of loading and quantizing.
+    checkpointing=False keeps every activation instead of recomputing it; amp=True runs the forward
+    under autocast (bf16 on CPU, fp16/bf16 on a GPU) as Trainer's bf16/fp16 flags do.
     Example: measure_step("qlora", 5) -> {"setup": "QLoRA NF4", "s_per_step": 1.5, "peak_gb": 1.7, ...}
     """
     if kind not in ("lora", "qlora", "full"):
         raise ValueError(f"kind must be 'lora', 'qlora' or 'full', got {kind!r}")
     args = {"kind": kind, "seconds": int(seconds), "model_name": model_name, "manifest": str(manifest),
-            "batch_size": batch_size, "steps": steps, "r": r, "checkpointing": checkpointing}
+            "batch_size": batch_size, "steps": steps, "r": r, "checkpointing": checkpointing, "amp": amp}
     return run_fresh("lorakit_nb.speech.cost", args, timeout=timeout)
 
 

@@ -6,7 +6,8 @@ Covers:
 - ``load_asr_model``: whisper in fp32 or 4-bit NF4 (``lora.quant.nf4_config``: double quantization, fp32 compute);
   ``fast_4bit_inference``: bitsandbytes' faster packed CPU kernel for evaluation, undone afterwards.
 - ``add_lora`` / ``lora_param_count``: peft LoRA on q_proj,v_proj (optionally k/out/fc1/fc2), frozen
-  base, activation checkpointing with input grads; the hand formula for the trainable count.
+  base, activation checkpointing (non-re-entrant); the hand formula for the trainable count.
+- ``try_task_type``: one training forward with a given peft ``task_type``, to show which ones work.
 - ``featurize`` / ``fit_window``: log-mel features + label ids; which clips fit the audio window.
 
 Does NOT cover: the label collator, training loop and dev-CER callback (``speech/train.py``), generation
@@ -185,6 +186,36 @@ def add_lora(model, *, r: int = 16, alpha: int = 32, targets=ATTENTION_TARGETS, 
         enable_checkpointing(model)
     cfg = LoraConfig(r=r, lora_alpha=alpha, target_modules=list(targets), lora_dropout=dropout, bias="none")
     return get_peft_model(model, cfg)
+
+
+def try_task_type(model_name: str, features: list[dict], task_type: str | None, r: int = 8,
+                  audio_seconds: int | None = None) -> dict:
+    """Wrap a freshly loaded `model_name` with LoRA under peft's `task_type` and run one training forward.
+
+    `features`: ``featurize(processor, audios, texts)`` rows (input_features + labels) for a model loaded
+    with `audio_seconds` (None: Whisper's 30 s window). Returns
+    {"task_type", "wrapper" (the peft class), "ok", "result"}: the loss, or the exception's first line.
+    Example: try_task_type("whisper-base", feats, "CAUSAL_LM") -> {"ok": False, "result": "TypeError: ..."}
+    """
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from lorakit_nb.speech.train import WhisperCollator
+
+    model, processor = load_asr_model(model_name, audio_seconds=audio_seconds)
+    kwargs = {} if task_type is None else {"task_type": task_type}
+    wrapped = get_peft_model(model, LoraConfig(r=r, target_modules=list(ATTENTION_TARGETS), **kwargs))
+    batch = WhisperCollator(processor, model.config.decoder_start_token_id)(features)
+    row = {"task_type": task_type, "wrapper": type(wrapped).__name__}
+    try:
+        with torch.no_grad():
+            loss = float(wrapped(**batch).loss)
+        row.update(ok=True, result=f"loss {loss:.3f}")
+    except Exception as exc:  # the point is to show the error a learner would meet
+        lines = str(exc).splitlines() or [""]  # torch prints the whole module inside the message: keep its ends
+        message = lines[0] if len(lines) == 1 else f"{lines[0]}…{lines[-1]}"
+        row.update(ok=False, result=f"{type(exc).__name__}: {message[:200]}")
+    return row
 
 
 def enable_checkpointing(model) -> None:

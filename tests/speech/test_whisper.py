@@ -29,6 +29,7 @@ from lorakit_nb.speech.whisper import (
     load_asr_model,
     lora_param_count,
     shrink_audio_context,
+    try_task_type,
 )
 
 
@@ -123,6 +124,12 @@ def test_task_type_breaks_whisper_forward(task_type):
         wrapped(**batch)
     plain, _ = load_asr_model("tiny-whisper")
     assert math.isfinite(float(add_lora(plain, r=4, checkpointing=False)(**batch).loss))
+    # the notebook's demonstration of the same fact (one forward per task_type, on a fresh model each)
+    feats = featurize(processor, noise([1.0]), ["你好"])
+    broken = try_task_type("tiny-whisper", feats, task_type)
+    assert not broken["ok"] and "input_ids" in broken["result"] and broken["wrapper"].startswith("PeftModelFor")
+    unset = try_task_type("tiny-whisper", feats, None)
+    assert unset["ok"] and unset["wrapper"] == "PeftModel" and unset["result"].startswith("loss ")
 
 
 def test_qlora_steps_on_cpu_train_and_survive_evaluation(tmp_path):
@@ -203,6 +210,12 @@ def test_measure_step_reports_time_memory_and_counts():
     assert row["peak_gb"] * 1e3 >= row["weights_mb"] and math.isfinite(row["s_per_step"]) and math.isfinite(row["loss"])
     with pytest.raises(ValueError, match="kind"):
         measure_step("int8")
+    # the two switches notebook 03 measures: checkpointing off, and AMP (bf16 autocast on a CPU)
+    off = measure_step("lora", 1, model_name="tiny-whisper", batch_size=2, steps=1, r=8, checkpointing=False)
+    amp = measure_step("lora", 1, model_name="tiny-whisper", batch_size=2, steps=1, r=8, amp=True)
+    assert row["checkpointing"] and not off["checkpointing"] and row["amp"] is None and amp["amp"] == "bfloat16"
+    # same batch, same init: bf16 matmuls change the loss a little, not a lot; no checkpointing, not at all
+    assert off["loss"] == pytest.approx(row["loss"], rel=1e-5) and amp["loss"] == pytest.approx(row["loss"], rel=0.05)
 
 
 def test_every_whisper_entry_point_puts_a_qlora_adapter_on_nf4(tmp_path, monkeypatch):
