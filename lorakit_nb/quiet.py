@@ -6,16 +6,21 @@ Hugging Face ``kernels`` package, which fetches a compiled kernel from the Hub; 
 and does not install it, so bitsandbytes logs that warning on every import and then uses its own CPU
 4-bit path, the one the course measures. Only that message from that logger is dropped; every other
 bitsandbytes message still shows.
-Does not: touch ``warnings`` filters or any other logger, or change what bitsandbytes computes.
+Also: transformers 5's FutureWarning "`is_gradient_checkpointing` is deprecated", which peft's
+``get_peft_model`` triggers on every call by reading that old attribute (peft's code, not the learner's:
+nothing in a notebook can act on it). One ``warnings`` filter, for that message and category only.
+Does not: touch any other warning or logger, or change what bitsandbytes or peft compute.
 The papermill kernel's "running over TCP without encryption" warning is answered in
 ``runner.kernel_config`` (the kernel's sockets get encrypted) rather than hidden here.
 """
 from __future__ import annotations
 
 import logging
+import warnings
 
 BNB_CPU_LOGGER = "bitsandbytes.backends.cpu.ops"
 BNB_KERNELS_MESSAGE = "Failed to load CPU gemm_4bit_forward from kernels-community"
+PEFT_CHECKPOINTING_WARNING = r"`is_gradient_checkpointing` is deprecated"
 
 
 class _DropMessage(logging.Filter):
@@ -38,3 +43,4 @@ def silence_known_noise() -> None:
     logger = logging.getLogger(BNB_CPU_LOGGER)  # the same object bitsandbytes' getLogger(__name__) returns
     if not any(isinstance(f, _DropMessage) and f.prefix == BNB_KERNELS_MESSAGE for f in logger.filters):
         logger.addFilter(_DropMessage(BNB_KERNELS_MESSAGE))
+    warnings.filterwarnings("ignore", message=PEFT_CHECKPOINTING_WARNING, category=FutureWarning)

@@ -33,3 +33,13 @@ def test_open_exercise_uses_the_reference_and_says_so(exercise_id, capsys):
 def test_unknown_exercise_names_the_module():
     with pytest.raises(KeyError, match="nb02.py"):
         get("02.99")
+
+
+def test_a_function_exercise_with_a_body_of_dots_is_still_open(capsys):
+    """01.2 asks for a function: `def my_merge(...): ...` (it returns None) counts as unanswered."""
+    def my_merge(W0, A, B, alpha, r):
+        ...
+
+    inputs, _ = get("01.2").example()
+    reference = exercise("01.2", my_merge, **inputs)
+    assert reference is not my_merge and "still open" in capsys.readouterr().out

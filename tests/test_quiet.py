@@ -1,4 +1,5 @@
-"""Known third-party noise stays quiet: bitsandbytes' `kernels` log line, the kernel's TCP warning."""
+"""Known third-party noise stays quiet: bitsandbytes' `kernels` log line, peft's checkpointing FutureWarning,
+the kernel's TCP warning."""
 import importlib.util
 import logging
 import subprocess
@@ -7,7 +8,7 @@ from pathlib import Path
 
 import nbformat
 
-from lorakit_nb.quiet import BNB_CPU_LOGGER, BNB_KERNELS_MESSAGE
+from lorakit_nb.quiet import BNB_CPU_LOGGER, BNB_KERNELS_MESSAGE, PEFT_CHECKPOINTING_WARNING
 from lorakit_nb.runner import run_notebook
 
 
@@ -38,6 +39,28 @@ def test_only_the_kernels_message_is_dropped():
     without_kit = subprocess.run([sys.executable, "-c", code.replace("lorakit_nb, ", "")], capture_output=True,
                                  text=True, timeout=300, check=True)
     assert BNB_KERNELS_MESSAGE in without_kit.stderr, "the simulation no longer triggers the warning"
+
+
+def test_peft_checkpointing_futurewarning_is_dropped_in_a_fresh_process():
+    """get_peft_model reads transformers 5's deprecated `is_gradient_checkpointing`: without the kit's filter
+    a FutureWarning is printed (checked, so the filter cannot go stale); with it, only other warnings show."""
+    code = (
+        "import warnings; warnings.simplefilter('default')\n"
+        "import lorakit_nb\n"
+        "import torch\n"
+        "from peft import LoraConfig, get_peft_model\n"
+        "from transformers import LlamaConfig, LlamaForCausalLM\n"
+        "m = LlamaForCausalLM(LlamaConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=1,"
+        " num_attention_heads=2, num_key_value_heads=2, vocab_size=64))\n"
+        "get_peft_model(m, LoraConfig(r=2, target_modules=['q_proj']))\n"
+        "warnings.warn('another deprecation', FutureWarning)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True)
+    assert "is_gradient_checkpointing" not in proc.stderr and "another deprecation" in proc.stderr, proc.stderr
+    without = code.replace("import lorakit_nb\n", "")
+    proc = subprocess.run([sys.executable, "-c", without], capture_output=True, text=True, timeout=300, check=True)
+    assert "is_gradient_checkpointing" in proc.stderr, "peft no longer triggers it: drop PEFT_CHECKPOINTING_WARNING"
+    assert PEFT_CHECKPOINTING_WARNING.strip("`").split("`")[0] in proc.stderr
 
 
 def test_filter_is_narrow():

@@ -1,6 +1,7 @@
 """Why low rank works: SVD of a weight update, and a small "LoRA vs full fine-tuning" fit.
 
-Covers: `svd_reconstruction_error` (best rank-k approximation error, Eckart–Young), `make_low_rank_task`
+Covers: `svd_reconstruction_error` (best rank-k approximation error, Eckart–Young), `low_rank` (that best
+rank-k matrix), `make_low_rank_task`
 (a linear regression whose true update has a known rank), `fit_linear` (train full or LoRA on it) and
 `update_norm_vs_rank` (how big the update s·B A is as the rank grows, with alpha / r or rsLoRA's alpha / sqrt(r)).
 Does not: say anything about real LLM updates beyond what notebook 01 measures on its toy example.
@@ -25,6 +26,15 @@ def svd_reconstruction_error(delta: torch.Tensor, ranks) -> list[float]:
     s = torch.linalg.svdvals(delta.float())
     total = s.pow(2).sum()
     return [float(s[k:].pow(2).sum().sqrt() / total.sqrt()) for k in ranks]
+
+
+def low_rank(delta: torch.Tensor, k: int) -> torch.Tensor:
+    """The best rank-k approximation of `delta` (truncated SVD, Eckart–Young).
+
+    Example: low_rank(diag(3, 4), 1) -> diag(0, 4).
+    """
+    u, s, vh = torch.linalg.svd(delta.float(), full_matrices=False)
+    return (u[:, :k] * s[:k]) @ vh[:k]
 
 
 def make_low_rank_task(d_in: int = 64, d_out: int = 64, true_rank: int = 4, n: int = 2048, seed: int = 0):

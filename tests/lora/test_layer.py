@@ -16,7 +16,7 @@ from lorakit_nb.lora.layer import (
     merge_lora,
     trainable_parameters,
 )
-from lorakit_nb.lora.lowrank import svd_reconstruction_error
+from lorakit_nb.lora.lowrank import low_rank, svd_reconstruction_error
 
 
 class OneLayer(nn.Module):
@@ -140,3 +140,7 @@ def test_svd_error_on_diagonal():
     """diag(3, 4): singular values (4, 3); rank-1 error sqrt(9) / sqrt(25) = 0.6; rank-2 error 0."""
     errs = svd_reconstruction_error(torch.diag(torch.tensor([3.0, 4.0])), [1, 2])
     assert math.isclose(errs[0], 0.6, rel_tol=1e-6) and errs[1] == pytest.approx(0.0, abs=1e-7)
+    # the best rank-1 matrix keeps the larger singular direction: diag(0, 4), at the error computed above
+    best = low_rank(torch.diag(torch.tensor([3.0, 4.0])), 1)
+    torch.testing.assert_close(best, torch.diag(torch.tensor([0.0, 4.0])))
+    assert math.isclose(float((torch.diag(torch.tensor([3.0, 4.0])) - best).norm() / 5), errs[0], rel_tol=1e-6)
