@@ -240,6 +240,11 @@ def make_examples(pairs: Iterable[Mapping], template: str = DEFAULT_TEMPLATE,
     return [{"prompt": template.format(**p), "response": p[target]} for p in pairs]
 
 
+# Words whose characters are NOT the glossary word they contain: 老板 "boss" is not 老 "very", 搭界 ("be
+# related") is not 搭 "with", 搿搭 "here" is not 搭 either. Used by the notebook's coverage table and the data tests.
+NOT_GLOSSARY_WORDS = ("老板", "老公", "老酒", "老师", "老底子", "老清老早", "吃辣", "搭界", "搿搭")
+
+
 def glossary_coverage(pairs: Iterable[Mapping], glossary: Iterable, column: str = "wu",
                       ignore: Iterable[str] = ()) -> dict[str, int]:
     """For each glossary word, the number of pairs whose `column` uses it.

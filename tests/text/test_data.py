@@ -10,6 +10,7 @@ from lorakit_nb.errors import DataError, LorakitError
 from lorakit_nb.text.data import (
     DEFAULT_COLUMNS,
     check_pairs,
+    NOT_GLOSSARY_WORDS,
     glossary_coverage,
     load_pairs,
     load_splits,
@@ -57,6 +58,11 @@ def test_test_split_words_are_taught_in_train():
     test = glossary_coverage(splits["test"], glossary)
     assert [w for w, n in test.items() if n and train[w] < 2] == []
     assert all(test[w] >= 3 for w in ("侬", "伐", "勿", "阿拉"))
+    # every core word is tested somewhere (compounds such as 搭界 do not count as 搭), and taught twice
+    test_words = glossary_coverage(splits["test"], glossary, ignore=NOT_GLOSSARY_WORDS)
+    train_words = glossary_coverage(splits["train"], glossary, ignore=NOT_GLOSSARY_WORDS)
+    assert [w for w, n in test_words.items() if n == 0] == [], "glossary words in no test sentence"
+    assert [w for w, n in train_words.items() if n < 2] == [], "glossary words taught fewer than twice"
 
 
 # ---------------------------------------------------------------- helpers
@@ -203,3 +209,17 @@ def test_check_pairs_in_memory_counts_rows_from_one():
     with pytest.raises(DataError, match=r"my pairs, row 2: the 'mandarin' field is float nan, not text"):
         check_pairs(pairs, source="my pairs")
     assert check_pairs(pairs[:1]) is None
+
+
+def test_readme_coverage_table_is_the_computed_one():
+    """data/wu_dialect/README.md's word table (train/dev/test counts) must be what glossary_coverage computes."""
+    import re
+
+    glossary = load_pairs(DATA / "glossary.csv")
+    splits = load_splits(DATA)
+    computed = {name: glossary_coverage(pairs, glossary, ignore=NOT_GLOSSARY_WORDS) for name, pairs in splits.items()}
+    rows = re.findall(r"^\| (\S+) \| .+? \| .+? \| (\d+) \| (\d+) \| (\d+) \|$",
+                      (DATA / "README.md").read_text(encoding="utf-8"), flags=re.M)
+    assert {w for w, *_ in rows} == set(computed["train"]), "the table must list every glossary word once"
+    for word, train, dev, test in rows:
+        assert (int(train), int(dev), int(test)) == tuple(computed[s][word] for s in ("train", "dev", "test")), word
