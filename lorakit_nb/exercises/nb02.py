@@ -28,3 +28,61 @@ EXERCISES = {
     "02.2": Exercise("which strength would you ship?", solve=_best_scale, check=_check_best_scale,
                      example=_example_best_scale),
 }
+
+
+# ---------------------------------------------------------------- 02.1: fix the post's config
+def _fix_post_config(post_config: dict, base_dir):
+    fixed = {**post_config, "base_model": "gemma-3-270m", "train_data_dir": "../wu_dialect"}
+    fixed.pop("metadata_path", None)  # our folder holds train.csv / dev.csv; a metadata.csv is not needed
+    return fixed
+
+
+def _check_fixed_config(answer, post_config: dict, base_dir):
+    from lorakit_nb.errors import ConfigError
+    from lorakit_nb.text.config import config_from_dict, data_files
+
+    assert isinstance(answer, dict), f"answer with a dict (a fixed copy of post_config), not {type(answer).__name__}"
+    try:
+        checked = config_from_dict(answer, base_dir=base_dir, source="exercise 02.1")
+    except ConfigError as err:  # the kit's own validation is the check: its message says what to fix
+        raise AssertionError(f"the config still does not validate: {err}") from None
+    assert data_files(checked)["train"].is_file(), "train_data_dir must hold train.csv"
+    assert checked.lora_rank == post_config["lora_rank"] and checked.learning_rate == 1e-4, \
+        "keep the post's training choices (rank 8, lr 1e-4): fix only what cannot work"
+    return f"validates: {checked.base_model}, data {data_files(checked)['train'].parent.name}/, lr {checked.learning_rate}"
+
+
+def _example_fix_post_config():
+    from pathlib import Path
+
+    post = {"train_data_dir": "./data/dialect_train", "metadata_path": "./data/dialect_train/metadata.csv",
+            "base_model": "./models/llama-2-7b-chat.ggmlv3.q4_0.bin", "lora_rank": 8, "learning_rate": "1e-4"}
+    base_dir = Path(__file__).resolve().parents[2] / "data" / "configs"
+    return {"post_config": post, "base_dir": base_dir}, {**post, "base_model": "gemma-3-270m"}  # data path still wrong
+
+
+# ---------------------------------------------------------------- 02.3: predict the adapter's size
+def _adapter_bytes(shapes, r: int, adapter_bytes: int) -> int:
+    return sum(r * (d_in + d_out) * 4 for d_in, d_out in shapes)  # A: r x d_in, B: d_out x r, float32
+
+
+def _check_adapter_bytes(answer, shapes, r, adapter_bytes):
+    assert isinstance(answer, int), f"answer with a whole number of bytes, not {answer!r}"
+    header = adapter_bytes - answer
+    assert 0 <= header < max(0.01 * adapter_bytes, 100_000), (
+        f"{answer:,} bytes predicted, the file has {adapter_bytes:,}: the difference should be only the "
+        "safetensors header (tensor names, a few kB); each adapted Linear stores r * (d_in + d_out) float32 numbers")
+    return f"{answer:,} bytes of tensors + {header:,} bytes of header = the file's {adapter_bytes:,}"
+
+
+def _example_adapter_bytes():
+    shapes = [(640, 1024), (640, 256), (1024, 640)]
+    return {"shapes": shapes, "r": 16, "adapter_bytes": 16 * 4 * (1664 + 896 + 1664) + 9_000}, 16 * (1664 + 896 + 1664)
+
+
+EXERCISES.update({
+    "02.1": Exercise("fix the post's config", solve=_fix_post_config, check=_check_fixed_config,
+                     example=_example_fix_post_config),
+    "02.3": Exercise("predict the adapter file's size", solve=_adapter_bytes, check=_check_adapter_bytes,
+                     example=_example_adapter_bytes),
+})

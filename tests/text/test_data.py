@@ -9,8 +9,8 @@ import pytest
 from lorakit_nb.errors import DataError, LorakitError
 from lorakit_nb.text.data import (
     DEFAULT_COLUMNS,
-    check_pairs,
     NOT_GLOSSARY_WORDS,
+    check_pairs,
     glossary_coverage,
     load_pairs,
     load_splits,
