@@ -108,6 +108,11 @@ def check_04(m):
     assert m["merged_bytes"] > 50 * m["adapter_bytes"]
     claims = m["claims"]
     assert claims["seed2_size_70_percent"]["verdict"] == "holds"
+    # unsegmented WER of Chinese is the share of sentences with an error, not a word error rate
+    assert claims["seed2_wer_for_chinese"]["verdict"] == "wrong" and m["wer_unsegmented"] == m["sentences_with_error"]
+    # the speed table separates the engine (CT2 float32 vs HF) from quantization (int8 vs float32)
+    assert {row["engine"] for row in m["speed_table"]} == {"hf_fp32", "ct2_float32", "ct2_int8"}
+    assert m["speed_engine_effect"] * m["speed_quantization_effect"] == pytest.approx(m["speed_ratio_ct2_int8_vs_hf"])
     assert claims["seed2_speedup_2_3x"]["verdict"] == ("holds" if m["speed_ratio_ct2_int8_vs_hf"] >= 2 else "wrong")
 
 

@@ -186,13 +186,17 @@ def parity_check(hf_model, processor, ct2_dir, audios, references, *, compute_ty
 
 
 def speed_check(hf_model, processor, ct2_dir, audios, *, compute_type: str = "int8", max_new_tokens=None,
-                per_second: float = 6.0, warmup: int = 1) -> dict:
+                per_second: float = 6.0, warmup: int = 1, also: dict | None = None) -> dict:
     """Seconds for transformers greedy ``generate`` vs CTranslate2 on the same clips, one clip at a time.
 
     Both get the same features (so the same window: ``processor``'s, e.g. 500 frames after a 5 s
     shrink), the same prompt and the same cap, and run with torch's thread count. The two engines
     alternate clip by clip, so a burst of background load hits both rather than one.
-    Example: -> {"frames": 500, "n_clips": 40, "hf_seconds": 14.2, "ct2_seconds": 4.1, "ratio": 3.46, ...}
+    `also`: more CTranslate2 folders to time in the same rotation, {compute_type: folder} (e.g. the float32
+    export beside the int8 one, to tell the engine's effect from quantization's); their seconds are in
+    ``seconds`` under "ct2_<compute_type>", with transformers' as "hf_fp32".
+    Example: -> {"frames": 500, "n_clips": 40, "hf_seconds": 14.2, "ct2_seconds": 4.1, "ratio": 3.46,
+                 "seconds": {"hf_fp32": 14.2, "ct2_int8": 4.1}, ...}
     """
     import torch
 
@@ -207,6 +211,8 @@ def speed_check(hf_model, processor, ct2_dir, audios, *, compute_type: str = "in
         raise ExportError(f"the processor makes {frames}-frame features but the transformers model takes {expected}: "
                           "shrink both with speech.whisper.shrink_audio_context(model, processor, seconds)")
     engines = {"hf": hf_decoder(hf_model, processor), "ct2": ct2_decoder(load_ct2(ct2_dir, compute_type), processor)}
+    for extra_type, folder in (also or {}).items():
+        engines[f"ct2_{extra_type}"] = ct2_decoder(load_ct2(folder, extra_type), processor)
     times = {name: [] for name in engines}
     with hf_inference(hf_model):
         for k, f in enumerate([feats[0]] * warmup + feats):
@@ -221,5 +227,7 @@ def speed_check(hf_model, processor, ct2_dir, audios, *, compute_type: str = "in
     return {"frames": int(frames), "n_clips": len(feats), "compute_type": compute_type,
             "threads": torch.get_num_threads(), "hf_seconds": sum(hf_times), "ct2_seconds": sum(ct2_times),
             "ratio": sum(hf_times) / sum(ct2_times),
-            "median_clip_ratio": float(np.median(np.array(hf_times) / np.array(ct2_times)))}
+            "median_clip_ratio": float(np.median(np.array(hf_times) / np.array(ct2_times))),
+            "seconds": {"hf_fp32": sum(hf_times), f"ct2_{compute_type}": sum(ct2_times),
+                        **{name: sum(times[name]) for name in engines if name not in ("hf", "ct2")}}}
 

@@ -275,6 +275,23 @@ def test_ct2_greedy_tokens_equal_transformers(ct2_ready, seconds):
     assert max(len(t) for t in hf) == cap
 
 
+def test_speed_check_times_every_engine_in_one_rotation(ct2_ready):
+    """speed_check with `also`: transformers, CT2 int8 and CT2 float32 each decode every clip once (after the
+    warm-up); the ratio is transformers over the main engine, and every engine's seconds are reported."""
+    import numpy as np
+    from transformers import WhisperForConditionalGeneration, WhisperProcessor
+
+    from lorakit_nb.export.ct2 import speed_check
+
+    model = WhisperForConditionalGeneration.from_pretrained(ct2_ready["merged"]).eval()
+    processor = WhisperProcessor.from_pretrained(ct2_ready["merged"])
+    audios = [np.zeros(16000, np.float32), np.zeros(8000, np.float32)]
+    r = speed_check(model, processor, ct2_ready["int8"], audios, max_new_tokens=4, also={"float32": ct2_ready["f32"]})
+    assert set(r["seconds"]) == {"hf_fp32", "ct2_int8", "ct2_float32"} and r["n_clips"] == 2
+    assert all(v > 0 for v in r["seconds"].values())
+    assert r["ratio"] == r["seconds"]["hf_fp32"] / r["seconds"]["ct2_int8"] == r["hf_seconds"] / r["ct2_seconds"]
+
+
 def test_ct2_int8_loads_in_faster_whisper(ct2_ready):
     """The int8 folder is what faster-whisper expects: model.bin + tokenizer.json + preprocessor_config.json,
     and WhisperModel loads it; int8 weights take ~1 byte per Linear weight vs 4 in float32."""
