@@ -69,6 +69,14 @@ def check_02(m):
     assert dict((s, u) for s, u, _ in curve)[1.0] == m["mandarin_identity_after"]
     assert all(0 <= u <= 1 and 0 <= c <= 100 for _, u, c in curve)
     assert m["claims"]["seed1_strength_protects_base"]["verdict"] in ("holds", "partly")
+    # the variants table: the same short budget each, the choice made on dev, test scored for that one only
+    rows = {r["variant"]: r for r in m["variants"]}
+    assert {"plain", "dora", "seed1_recipe"} <= set(rows) and m["variant_chosen_on"] == "dev"
+    assert rows[m["variant_chosen"]]["dev_chrf"] == max(r["dev_chrf"] for r in rows.values())
+    assert rows["plain"]["steps"] == rows["dora"]["steps"] == m["variant_steps"]
+    assert rows["dora"]["adapter_mb"] > rows["plain"]["adapter_mb"]  # DoRA also stores a magnitude per output row
+    assert rows["seed1_recipe"]["steps"] == math.ceil(150 / 2) * m["seed1_recipe_epochs"]
+    assert m["claims"]["seed1_recipe"]["verdict"] in ("holds", "partly")
 
 
 def check_03(m):
