@@ -34,7 +34,7 @@ smoke: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check lorakit_nb tests benchmarks
-	$(BIN)/python -m pytest -q -rs -m "not smoke"
+	$(BIN)/python -m pytest -q -rs --durations=15 -m "not smoke"
 
 # The smoke tier as a test (every notebook on tiny models, plumbing asserted); CI runs it after `make test`.
 smoke-test: $(STAMP)

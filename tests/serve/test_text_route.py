@@ -33,7 +33,7 @@ def server(tmp_path_factory):
     folder = write_adapter(tmp / "wu", base, targets=("q_proj", "v_proj", "o_proj"), r=4, alpha=8, b_scale=0.3)
     gguf_file = export_gguf_adapter(folder, tmp / "wu.gguf", base)["path"]
     args = ["--adapter", f"wu-peft={folder}", "--adapter", f"wu-gguf={gguf_file}", "--parallel", "2",
-            "--rate", "0", "--max-queue", "8"]
+            "--rate", "0", "--max-queue", "8", "--request-timeout", "300"]  # a loaded CI machine is slow, not broken
     with ServerProcess(None, keys=[KEY], args=args, startup_timeout=300) as srv:
         yield srv
 
