@@ -268,3 +268,17 @@ def test_bootstrap_ci_brackets_the_score_and_narrows_with_agreement():
     half = [r if i % 2 else "完全不同的句子" for i, r in enumerate(refs)]
     lo, hi = bootstrap_ci(chrf, refs, half, n=300)
     assert lo < chrf(refs, half) < hi and hi - lo > 10
+
+
+def test_paired_bootstrap_diff_is_zero_for_identical_systems_and_excludes_zero_for_a_broken_one():
+    from lorakit_nb.metrics import chrf, paired_bootstrap_diff
+
+    refs = [f"今天第{i}个句子很好" for i in range(20)]
+    good = list(refs)
+    assert paired_bootstrap_diff(chrf, refs, good, good, n=200) == (0.0, 0.0)
+    one_off = good[:-1] + ["完全不同"]          # one sentence differs: the interval holds 0
+    lo, hi = paired_bootstrap_diff(chrf, refs, good, one_off, n=500)
+    assert lo < 0 and hi == 0.0  # resamples without that sentence tie; with it, b is worse
+    broken = ["啊"] * 20                        # every sentence wrong: clearly worse, the interval excludes 0
+    lo, hi = paired_bootstrap_diff(chrf, refs, good, broken, n=500)
+    assert hi < 0
