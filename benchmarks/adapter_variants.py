@@ -25,6 +25,8 @@ another job: ~5 s per warm step (rank 16, 7 modules) and ~5 s per generated sent
 in 154 s), i.e. ~5 min per variant and ~45 min for the grid there; on 2 idle cores (2.5 s/step, the
 config's figure) about half, ~25 min. `--dev-n 15` halves the generation. The first steps of each run are
 slow (new shapes), hence the median. The ranking after one epoch need not hold after three; rerun with `--max-steps 87` to check.
+Measured end to end with `--max-steps 29 --dev-n 15` on 2 idle AVX-512 BF16 cores (bfloat16): 13 min for the
+nine variants, 53-138 s each (DoRA the slowest, 3.6 s/step vs 1.8 for LoRA); rsLoRA had the best dev chrF there.
 
 Run:  python benchmarks/adapter_variants.py [--max-steps 29] [--variants lora,dora,...] [--dev-n 0]
       [--out-dir DIR] [--json out.json]
