@@ -12,6 +12,8 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 STAMP := $(VENV)/.lorakit-installed
+# setuptools warns on every editable install that a folder named like the package may shadow it on import;
+# in this checkout that folder IS the package, so that one warning is filtered (others still print).
 
 .PHONY: run smoke smoke-test test unit lab data strip clean
 
@@ -22,7 +24,7 @@ $(STAMP): pyproject.toml
 	  && $(BIN)/python -m pip install --quiet --timeout 15 --retries 1 --index-url "$(TORCH_INDEX)" "$(TORCH_SPEC)") \
 	  || (echo "$(TORCH_INDEX) not reachable (or its install failed): installing $(TORCH_SPEC) from the default index" && \
 	      $(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"),$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)")
-	$(BIN)/python -m pip install --quiet -e ".[dev,offline-models,serve]"
+	PYTHONWARNINGS="ignore:Editable installation" $(BIN)/python -m pip install --quiet -e ".[dev,offline-models,serve]"
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (lorakit)"
 	touch $(STAMP)
 
@@ -44,7 +46,7 @@ unit: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not notebook"
 
 lab: $(STAMP)
-	$(BIN)/python -m pip install --quiet -e ".[lab]"
+	PYTHONWARNINGS="ignore:Editable installation" $(BIN)/python -m pip install --quiet -e ".[lab]"
 	$(BIN)/jupyter lab notebooks/
 
 # Regenerate the synthetic Mandarin speech corpus (needs Debian/Ubuntu espeak-ng).
