@@ -295,6 +295,15 @@ def repetition_rate(texts, n: int = 4, min_repeats: int = 3) -> float:
     return sum(max_ngram_repeats(t, n) >= min_repeats for t in texts) / len(texts)
 
 
+def _percentile_bootstrap(stat, k: int, n: int, level: float, seed: int) -> tuple:
+    """Percentile interval of ``stat(idx)`` over `n` resamples of k indices drawn with replacement."""
+    import random
+
+    rng = random.Random(seed)
+    stats = sorted(stat([rng.randrange(k) for _ in range(k)]) for _ in range(n))
+    return float(stats[int((1 - level) / 2 * n)]), float(stats[min(n - 1, int((1 + level) / 2 * n))])
+
+
 def bootstrap_ci(metric, references, hypotheses, *, n: int = 1000, level: float = 0.95, seed: int = 0) -> tuple:
     """Percentile bootstrap interval of a corpus metric: resample sentence pairs with replacement.
 
@@ -302,17 +311,9 @@ def bootstrap_ci(metric, references, hypotheses, *, n: int = 1000, level: float 
     chrF by a few points, so a score without its interval invites reading noise as progress.
     Example: bootstrap_ci(chrf, refs, hyps) -> (41.2, 55.8) for a chrF of 48.9 (say).
     """
-    import random
-
     refs, hyps = _check_pair(references, hypotheses)
-    rng, k = random.Random(seed), len(refs)
-    stats = []
-    for _ in range(n):
-        idx = [rng.randrange(k) for _ in range(k)]
-        stats.append(metric([refs[i] for i in idx], [hyps[i] for i in idx]))
-    stats.sort()
-    lo, hi = stats[int((1 - level) / 2 * n)], stats[min(n - 1, int((1 + level) / 2 * n))]
-    return float(lo), float(hi)
+    return _percentile_bootstrap(lambda idx: metric([refs[i] for i in idx], [hyps[i] for i in idx]),
+                                 len(refs), n, level, seed)
 
 
 def paired_bootstrap_diff(metric, references, hypotheses_a, hypotheses_b, *, n: int = 1000, level: float = 0.95,
@@ -323,16 +324,11 @@ def paired_bootstrap_diff(metric, references, hypotheses_a, hypotheses_b, *, n: 
     resampling the sentences jointly says whether that gap is larger than what the set can resolve
     (an interval that holds 0: it is not). Example: identical outputs -> (0.0, 0.0).
     """
-    import random
-
     refs, a = _check_pair(references, hypotheses_a)
     _, b = _check_pair(references, hypotheses_b)
-    rng, k = random.Random(seed), len(refs)
-    stats = []
-    for _ in range(n):
-        idx = [rng.randrange(k) for _ in range(k)]
+
+    def diff(idx):
         r = [refs[i] for i in idx]
-        stats.append(metric(r, [b[i] for i in idx]) - metric(r, [a[i] for i in idx]))
-    stats.sort()
-    lo, hi = stats[int((1 - level) / 2 * n)], stats[min(n - 1, int((1 + level) / 2 * n))]
-    return float(lo), float(hi)
+        return metric(r, [b[i] for i in idx]) - metric(r, [a[i] for i in idx])
+
+    return _percentile_bootstrap(diff, len(refs), n, level, seed)
