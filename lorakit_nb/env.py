@@ -112,15 +112,30 @@ def torch_threads(n: int | None):
         torch.set_num_threads(before)
 
 
+VERDICTS = ("holds", "partly", "wrong", "not refuted", "not comparable", "not checked here")
+"""What a claims-ledger row may say. `holds` / `partly` / `wrong`: the measurement answers the claim.
+`not refuted`: the measurement is a bound that leaves the claim possible (a lower bound under a claimed
+ceiling). `not comparable`: the setups differ too much for a verdict (2 CPU cores vs a GPU server, 1 of 20
+epochs). `not checked here`: nothing in this run can check it; the `measured` field says why."""
+
+
+def judge(holds: bool, partly: bool = False) -> str:
+    """The verdict of a claim whose test is a condition: "holds", else "partly" if `partly`, else "wrong".
+
+    Example: judge(ratio >= 3, partly=ratio >= 2) -> "partly" for ratio 2.4
+    """
+    return "holds" if holds else "partly" if partly else "wrong"
+
+
 def record_claim(metrics: dict, claim_id: str, claim: str, measured, verdict: str) -> dict:
     """One row of the claims ledger: a seed article's claim, what this run measured, and the verdict.
 
-    Stored as ``metrics["claims"][claim_id] = {"claim", "measured", "verdict"}`` (verdict: "holds",
-    "wrong" or "partly"), so ``metrics.json`` carries every checked claim and the tests can assert it.
+    Stored as ``metrics["claims"][claim_id] = {"claim", "measured", "verdict"}`` (verdict: one of
+    ``VERDICTS``), so ``metrics.json`` carries every checked claim and the tests can assert it.
     Prints the row. Example: record_claim(m, "seed1_7b_r8", "r=8 on 7B adds ~600k parameters", 4194304, "wrong")
     """
-    if verdict not in ("holds", "wrong", "partly"):
-        raise ValueError(f"verdict must be 'holds', 'wrong' or 'partly', got {verdict!r}")
+    if verdict not in VERDICTS:
+        raise ValueError(f"verdict must be one of {VERDICTS}, got {verdict!r}")
     row = {"claim": claim, "measured": measured, "verdict": verdict}
     metrics.setdefault("claims", {})[claim_id] = row
     print(f"[claim {claim_id}] {claim} | measured: {measured} | {verdict.upper()}")

@@ -332,3 +332,24 @@ def paired_bootstrap_diff(metric, references, hypotheses_a, hypotheses_b, *, n: 
         return metric(r, [b[i] for i in idx]) - metric(r, [a[i] for i in idx])
 
     return _percentile_bootstrap(diff, len(refs), n, level, seed)
+
+
+def compare_systems(metric, references, hypotheses_a, hypotheses_b, *, names=("a", "b"),
+                    higher_is_better: bool = True, n: int = 1000, seed: int = 0) -> dict:
+    """Two systems on the same sentences: both scores, b - a with its paired 95 % interval, and the reading.
+
+    The one place the course words a comparison: where the interval holds 0 the reading is
+    "no difference shown" (the set cannot tell them apart), else "<name> better". Returns
+    {"a", "b", "diff", "ci95", "shown", "better", "reading"} (`better`: a name or None).
+    Example: compare_systems(cer, refs, hyps_30s, hyps_5s, names=("30 s", "5 s"), higher_is_better=False)
+    -> {..., "ci95": (-0.04, 0.01), "shown": False, "better": None, "reading": "no difference shown"}
+    """
+    a, b = metric(references, hypotheses_a), metric(references, hypotheses_b)
+    lo, hi = paired_bootstrap_diff(metric, references, hypotheses_a, hypotheses_b, n=n, seed=seed)
+    shown = not (lo <= 0 <= hi)
+    better = None
+    if shown:
+        better = names[1] if (lo > 0) == higher_is_better else names[0]
+    reading = f"{better} better (interval excludes 0)" if shown else "no difference shown (interval holds 0)"
+    return {"a": float(a), "b": float(b), "diff": float(b - a), "ci95": (lo, hi), "shown": shown,
+            "better": better, "reading": reading}

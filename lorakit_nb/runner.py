@@ -8,6 +8,7 @@ Does not: decide what a notebook computes (each notebook writes its own metrics.
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 
@@ -32,17 +33,45 @@ class NotebookFailed(LorakitError, RuntimeError):
     """A notebook raised: names the notebook, the failing cell and where the executed copy is."""
 
 
+def notebook_key(notebook) -> str:
+    """The course position of a notebook: its name up to the first underscore.
+
+    A core notebook is NN ("03_whisper_zh_qlora.ipynb" -> "03"); an optional side trip of stage NN carries
+    a letter ("03b_cost_and_memory.ipynb" -> "03b") and runs right after its core notebook.
+    """
+    return Path(notebook).name.split("_", 1)[0]
+
+
+def is_core(notebook) -> bool:
+    """Core notebooks tell the course's one storyline; optional ones (NNb_…) are side trips."""
+    return notebook_key(notebook).isdigit()
+
+
 def find_notebooks(only=None, notebook_dir=NOTEBOOK_DIR) -> list[Path]:
-    """Notebooks named NN_*.ipynb in course order, optionally filtered by number ("01,03" or ["01"])."""
-    notebooks = sorted(Path(notebook_dir).glob("[0-9][0-9]_*.ipynb"))
+    """Notebooks named NN_*.ipynb / NNb_*.ipynb in course order, optionally filtered ("01,03b" or ["01"])."""
+    notebooks = sorted(nb for nb in Path(notebook_dir).glob("[0-9][0-9]*_*.ipynb")
+                       if re.fullmatch(r"\d\d[a-z]?", notebook_key(nb)))
     if only:
         wanted = {w.strip().zfill(2) for w in (only.split(",") if isinstance(only, str) else only)}
-        unknown = wanted - {nb.name[:2] for nb in notebooks}
+        unknown = wanted - {notebook_key(nb) for nb in notebooks}
         if unknown:
             raise LorakitError(f"--only {sorted(unknown)}: no such notebook. "
                              f"Available: {', '.join(nb.name for nb in notebooks)}")
-        notebooks = [nb for nb in notebooks if nb.name[:2] in wanted]
+        notebooks = [nb for nb in notebooks if notebook_key(nb) in wanted]
     return notebooks
+
+
+def upstream_parameters(notebook: Path, run_dir: Path) -> dict:
+    """RUNNN_DIR -> run_dir/NN for every such name in the notebook's parameters cell.
+
+    A notebook that reads an earlier one's outputs declares it (`RUN03_DIR = "runs/03"`), so the runner
+    points it at the same run folder: 04 reads 03's adapter, 05b reads 02's adapters.
+    """
+    import papermill as pm
+
+    names = pm.inspect_notebook(str(notebook))
+    return {name: str((Path(run_dir) / m.group(1)).resolve())
+            for name in names if (m := re.fullmatch(r"RUN(\d\d[a-z]?)_DIR", name))}
 
 
 def _failed_cell(executed: Path) -> str:
@@ -83,18 +112,14 @@ def run_notebook(notebook: Path, run_dir: Path, profile: str = "cpu", timeout: i
     """Execute one notebook into run_dir/NN/ and return its metrics.
 
     The executed copy is saved as run_dir/<name>.ipynb. Parameters passed: PROFILE, OUTPUT_DIR (the
-    notebook's own folder, so notebook 04 can find 03's outputs at RUN03_DIR and 05 finds 04's at
-    RUN04_DIR and 02's adapters at RUN02_DIR), RUN_DIR.
+    notebook's own folder, run_dir/NN), and every RUNNN_DIR its parameters cell declares (04 finds 03's
+    outputs at RUN03_DIR, 05 finds 04's at RUN04_DIR).
     """
     import papermill as pm
 
-    number = notebook.name[:2]
-    out_dir = (run_dir / number).resolve()
-    params = {"PROFILE": profile, "OUTPUT_DIR": str(out_dir)}
-    if number == "04":
-        params.update(RUN02_DIR=str((run_dir / "02").resolve()), RUN03_DIR=str((run_dir / "03").resolve()))
-    if number == "05":
-        params.update(RUN02_DIR=str((run_dir / "02").resolve()), RUN04_DIR=str((run_dir / "04").resolve()))
+    number = notebook_key(notebook)
+    out_dir = (Path(run_dir) / number).resolve()
+    params = {"PROFILE": profile, "OUTPUT_DIR": str(out_dir), **upstream_parameters(notebook, run_dir)}
     params.update(parameters or {})
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -137,7 +162,7 @@ def run_course(run_dir="runs", profile: str = "cpu", only=None, timeout: int = 3
         print(f"[{i}/{len(notebooks)}] {nb.name}  (profile {profile}, timeout {timeout}s per cell)", flush=True)
         start = time.perf_counter()
         metrics = run_notebook(nb, run_dir, profile, timeout)
-        results[nb.name[:2]] = (metrics, time.perf_counter() - start)
+        results[notebook_key(nb)] = (metrics, time.perf_counter() - start)
     lines = summary_lines(results)
     total = time.perf_counter() - course_start
     lines.append(f"all {'total wall seconds':34s} {total:.0f}")

@@ -43,3 +43,12 @@ def test_a_function_exercise_with_a_body_of_dots_is_still_open(capsys):
     inputs, _ = get("01.2").example()
     reference = exercise("01.2", my_merge, **inputs)
     assert reference is not my_merge and "still open" in capsys.readouterr().out
+
+
+def test_prediction_reveals_nothing_until_a_guess_is_written(capsys):
+    from lorakit_nb.exercises import predict
+
+    assert predict(..., 0.3333) is None
+    assert "0.3333" not in capsys.readouterr().out  # the answer stays hidden
+    assert predict(0.3, 0.3333, lambda g, m: abs(g - m) < 0.05) is True and "0.3333" in capsys.readouterr().out
+    assert predict("about half", "well under half") is False and "wrong" in capsys.readouterr().out

@@ -282,3 +282,15 @@ def test_paired_bootstrap_diff_is_zero_for_identical_systems_and_excludes_zero_f
     broken = ["啊"] * 20                        # every sentence wrong: clearly worse, the interval excludes 0
     lo, hi = paired_bootstrap_diff(chrf, refs, good, broken, n=500)
     assert hi < 0
+
+
+def test_compare_systems_says_no_difference_when_the_interval_holds_zero():
+    from lorakit_nb.metrics import compare_systems
+
+    refs = ["今天天气很好", "我们去开会", "请把文件发给我", "明天见"] * 5
+    same = compare_systems(cer, refs, refs, refs, names=("a", "b"), higher_is_better=False)
+    assert same["ci95"] == (0.0, 0.0) and not same["shown"] and same["reading"].startswith("no difference")
+    # b wrong on every sentence, a perfect: lower CER is better, so a is better and the interval excludes 0
+    wrong = ["明天天气很好", "你们去开会", "请把文件发给你", "后天见"] * 5
+    diff = compare_systems(cer, refs, refs, wrong, names=("a", "b"), higher_is_better=False)
+    assert diff["shown"] and diff["better"] == "a" and diff["ci95"][0] > 0 and diff["diff"] == pytest.approx(diff["b"])

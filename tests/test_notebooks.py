@@ -11,7 +11,7 @@ import os
 import pytest
 
 from lorakit_nb.env import read_metrics
-from lorakit_nb.runner import find_notebooks, run_course, run_notebook
+from lorakit_nb.runner import find_notebooks, notebook_key, run_course, run_notebook
 
 ONLY = os.environ.get("LORAKIT_NOTEBOOKS") or None
 NOTEBOOKS = find_notebooks(ONLY)
@@ -163,7 +163,7 @@ def test_notebook_runs_and_reports(notebook, run_dir):
     metrics = run_notebook(notebook, run_dir, profile="cpu", timeout=TIMEOUT, progress=False)
     assert metrics, f"{notebook.name} wrote no metrics.json"
     assert metrics["profile"] == "cpu"
-    CHECKS[notebook.name[:2]](metrics)
+    CHECKS[notebook_key(notebook)](metrics)
 
 
 SMOKE_KEYS = {

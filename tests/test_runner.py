@@ -116,3 +116,19 @@ def test_cli_evaluate_model_scores_the_base_as_a_baseline(tmp_path, capsys):
     ex = saved["examples"]
     assert saved["chrf"] == pytest.approx(chrf([e["reference"] for e in ex], [e["output"] for e in ex]))
     assert "tiny-gemma on" in capsys.readouterr().out
+
+
+def test_optional_notebooks_follow_their_stage_and_get_upstream_dirs(tmp_path):
+    """02b_… is stage 02's side trip: it sorts after 02, --only names it as 02b, and a RUN02_DIR in its
+    parameters cell is pointed at the run folder's 02/."""
+    from lorakit_nb.runner import is_core, notebook_key, upstream_parameters
+
+    for name in ("03_c.ipynb", "02b_side.ipynb", "02_b.ipynb", "02bb_not.ipynb"):
+        (tmp_path / name).write_text("{}")
+    found = find_notebooks(notebook_dir=tmp_path)
+    assert [p.name for p in found] == ["02_b.ipynb", "02b_side.ipynb", "03_c.ipynb"]
+    assert [p.name for p in find_notebooks("02b", notebook_dir=tmp_path)] == ["02b_side.ipynb"]
+    assert notebook_key(found[1]) == "02b" and not is_core(found[1]) and is_core(found[0])
+    nb = tmp_path / "05b_x.ipynb"
+    _write_nb(nb, 'PROFILE = "auto"\nOUTPUT_DIR = "x"\nRUN02_DIR = "runs/02"')
+    assert upstream_parameters(nb, tmp_path / "runs") == {"RUN02_DIR": str((tmp_path / "runs" / "02").resolve())}

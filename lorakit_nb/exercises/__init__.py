@@ -69,3 +69,22 @@ def exercise(exercise_id: str, answer, **inputs):
     message = ex.check(answer, **inputs)
     print(f"✓ Exercise {exercise_id} ({ex.title}): right" + (f" — {message}" if message else ""))
     return answer
+
+
+def predict(guess, measured, right: Callable[[Any, Any], bool] | None = None, *, show=None) -> bool | None:
+    """Reveal a 🔮 prediction: compare the learner's guess with what the notebook measured.
+
+    The learner's guess cell holds `...` until they write one. While it does, nothing is revealed: this
+    prints where to write the guess and returns None (Run-All and papermill go on). With a guess, it prints
+    the measured value (`show`, default `measured`) and whether the guess was right, and returns that bool.
+    Either way the notebook asserts the phenomenon itself, never the learner's guess.
+    `right(guess, measured)` decides (default: equality).
+    Example: predict(..., 0.33) -> None ("no guess yet"); predict(0.3, 0.33, lambda g, m: abs(g - m) < 0.05) -> True
+    """
+    if _is_ellipsis(guess):
+        print("🔮 No guess yet: write yours in the cell above (replace the `...`), run it, then run this cell "
+              "again to see the measured answer.")
+        return None
+    ok = bool(right(guess, measured) if right else guess == measured)
+    print(f"🔮 measured: {measured if show is None else show} | your guess {guess!r} was {'right' if ok else 'wrong'}")
+    return ok
