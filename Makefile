@@ -24,7 +24,7 @@ $(STAMP): pyproject.toml
 	  && $(BIN)/python -m pip install --quiet --timeout 15 --retries 1 --index-url "$(TORCH_INDEX)" "$(TORCH_SPEC)") \
 	  || (echo "$(TORCH_INDEX) not reachable (or its install failed): installing $(TORCH_SPEC) from the default index" && \
 	      $(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"),$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)")
-	PYTHONWARNINGS="ignore:Editable installation" $(BIN)/python -m pip install --quiet -e ".[dev,offline-models,serve]"
+	PYTHONWARNINGS="ignore:Editable installation" $(BIN)/python -m pip install --quiet -e ".[dev,run,offline-models,serve]"
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (lorakit)"
 	touch $(STAMP)
 

@@ -29,6 +29,16 @@ SUMMARY_KEYS = {
 }
 
 
+def _papermill():
+    """papermill, or one line saying how to get it (it is the `run` extra, not a base dependency)."""
+    try:
+        import papermill
+    except ImportError:
+        raise LorakitError("running notebooks headless needs papermill: pip install -e '.[run]' "
+                           "(make installs it; inside Jupyter or Colab just run the notebook)") from None
+    return papermill
+
+
 class NotebookFailed(LorakitError, RuntimeError):
     """A notebook raised: names the notebook, the failing cell and where the executed copy is."""
 
@@ -67,9 +77,7 @@ def upstream_parameters(notebook: Path, run_dir: Path) -> dict:
     A notebook that reads an earlier one's outputs declares it (`RUN03_DIR = "runs/03"`), so the runner
     points it at the same run folder: 04 reads 03's adapter, 05b reads 02's adapters.
     """
-    import papermill as pm
-
-    names = pm.inspect_notebook(str(notebook))
+    names = _papermill().inspect_notebook(str(notebook))
     return {name: str((Path(run_dir) / m.group(1)).resolve())
             for name in names if (m := re.fullmatch(r"RUN(\d\d[a-z]?)_DIR", name))}
 
@@ -115,8 +123,7 @@ def run_notebook(notebook: Path, run_dir: Path, profile: str = "cpu", timeout: i
     notebook's own folder, run_dir/NN), and every RUNNN_DIR its parameters cell declares (04 finds 03's
     outputs at RUN03_DIR, 05 finds 04's at RUN04_DIR).
     """
-    import papermill as pm
-
+    pm = _papermill()
     number = notebook_key(notebook)
     out_dir = (Path(run_dir) / number).resolve()
     params = {"PROFILE": profile, "OUTPUT_DIR": str(out_dir), **upstream_parameters(notebook, run_dir)}
