@@ -2,8 +2,9 @@
 
 Covers: ``align_chars`` (jiwer's character alignment as readable ops), ``render_alignment`` (plain
 text, ANSI colour or HTML for notebooks), ``confusion_pairs``, ``cer_by_length`` and
-``worst_utterances``. All of them normalize with ``metrics.normalize_zh`` by default, so the errors shown
-are exactly the errors counted by ``metrics.cer``.
+``worst_utterances``. All of them normalize with ``metrics.normalize_zh`` by default, so the errors
+shown are exactly the errors counted by ``metrics.cer``. ``cer_by_normalizer`` scores the same
+transcripts under four normalizers (``scoring_normalizers``), to show how much the choice moves a CER.
 
 Does NOT cover: computing the CER itself (``metrics``) or drawing plots (the notebook plots the rows
 these functions return, e.g. ``plt.bar([r["bin"] for r in rows], [r["cer"] for r in rows])``).
@@ -120,3 +121,36 @@ def worst_utterances(references, hypotheses, k: int = 5, normalize: bool = True,
     for u in rows[:k]:
         u["alignment"] = render_alignment(align_chars(u["reference"], u["hypothesis"], normalize=False), style)
     return rows[:k]
+
+
+def _squash(text: str) -> str:
+    return "".join(text.split())  # character-level scoring: spaces are not characters of Chinese
+
+
+def scoring_normalizers() -> dict:
+    """Four ways to prepare text before a Chinese CER, weakest first: name -> function(str) -> str.
+
+    "none (raw text)", "Whisper basic" (transformers' ``BasicTextNormalizer``, spaces squashed),
+    "light (width, case, punct.)" (``metrics.light_normalize``) and "lorakit normalize_zh".
+    Example: scoring_normalizers()["Whisper basic"]("我們有１２個ＡＰＰ！") -> "我們有12個app"
+    """
+    from transformers.models.whisper.english_normalizer import BasicTextNormalizer
+
+    from lorakit_nb.metrics import light_normalize, normalize_zh
+
+    whisper_basic = BasicTextNormalizer()
+    return {"none (raw text)": lambda t: t, "Whisper basic": lambda t: _squash(whisper_basic(t)),
+            "light (width, case, punct.)": light_normalize, "lorakit normalize_zh": normalize_zh}
+
+
+def cer_by_normalizer(references, hypotheses, normalizers: dict | None = None) -> dict:
+    """Corpus CER of the same transcripts under each normalizer (applied to both sides), in order.
+
+    Example: refs ["我们有十二个人。"], hyps ["我們有12個人"] -> {"none (raw text)": 0.625, "Whisper basic": 0.571...,
+    "light (width, case, punct.)": 0.571..., "lorakit normalize_zh": 0.0}
+    """
+    from lorakit_nb.metrics import cer
+
+    refs, hyps = list(references), list(hypotheses)
+    return {name: cer([f(r) for r in refs], [f(h) for h in hyps], normalize=False)
+            for name, f in (normalizers or scoring_normalizers()).items()}

@@ -105,6 +105,20 @@ def check_03(m):
 
 
 def check_04(m):
+    # the merge to ship is chosen on dev, by the rule: the evaluated model (deq-NF4) unless fp32 is shown better
+    assert m["merge_chosen_on"] == "dev" and m["merge_dev_clips"] == 48
+    dev = m["merge_dev"]
+    assert set(dev) == {"fp32", "deq-nf4", "4-bit"}
+    assert m["merge_base"] == ("fp32" if dev["fp32"]["better"] == "fp32" else "nf4")
+    for recipe in ("fp32", "4-bit"):  # each reading follows its interval
+        lo, hi = dev[recipe]["ci95"]
+        assert (dev[recipe]["better"] is None) == (lo <= 0 <= hi)
+    if m["merge_base"] == "nf4":  # shipped = scored: the deq-NF4 merge reproduces notebook 03's QLoRA model
+        assert m["merged_same_as_qlora"] >= 0.9 and abs(m["cer_finetuned_hf"] - m["cer_qlora_run03"]) <= 0.01
+    # the test CER reported is the shipped model's (the CT2 int8 export of that merge), inside its interval
+    assert m["shipped_model"] == "ct2_int8" and m["cer_test_shipped"] == m["cer_ct2_int8"]
+    lo, hi = m["cer_test_shipped_ci95"]
+    assert lo <= m["cer_test_shipped"] <= hi
     # the merged model is the fine-tuned one (better than zero-shot); its CT2 exports keep its CER
     assert m["cer_finetuned_hf"] < m["cer_zero_shot"]
     assert abs(m["cer_ct2_int8"] - m["cer_finetuned_hf"]) <= 0.05
@@ -116,15 +130,19 @@ def check_04(m):
     # measured 3.4x on a 2-core AVX2 machine; 1.5x leaves room for a slower or busier one
     assert m["speed_ratio_ct2_int8_vs_hf"] >= 1.5
     assert m["ct2_int8_bytes"] < 0.35 * m["ct2_float32_bytes"]  # int8 weights: about a quarter of fp32
+    assert 0.4 < m["ct2_int8_bytes"] / m["ct2_float16_bytes"] < 0.6  # and about half of fp16
     assert m["merged_bytes"] > 50 * m["adapter_bytes"]
     claims = m["claims"]
-    assert claims["seed2_size_70_percent"]["verdict"] == "holds"
+    # 70 % smaller: measured against fp32 and fp16; the article's figure is for 4-bit formats not exported here
+    assert claims["seed2_size_70_percent"]["verdict"] == "not comparable"
+    assert m["ct2_int8_shrink_vs_float16"] < 0.6 < m["ct2_int8_shrink_vs_float32"]
     # unsegmented WER of Chinese is the share of sentences with an error, not a word error rate
     assert claims["seed2_wer_for_chinese"]["verdict"] == "wrong" and m["wer_unsegmented"] == m["sentences_with_error"]
-    # the speed table separates the engine (CT2 float32 vs HF) from quantization (int8 vs float32)
+    # the speed table separates the engine (CT2 float32 vs HF) from quantization (int8 vs float32); the
+    # article's single 2-3x figure mixes the two, so it gets no verdict
     assert {row["engine"] for row in m["speed_table"]} == {"hf_fp32", "ct2_float32", "ct2_int8"}
     assert m["speed_engine_effect"] * m["speed_quantization_effect"] == pytest.approx(m["speed_ratio_ct2_int8_vs_hf"])
-    assert claims["seed2_speedup_2_3x"]["verdict"] == ("holds" if m["speed_ratio_ct2_int8_vs_hf"] >= 2 else "wrong")
+    assert claims["seed2_speedup_2_3x"]["verdict"] == "not comparable"
 
 
 def check_05(m):
@@ -177,7 +195,8 @@ SMOKE_KEYS = {
            "adapter_bytes", "adapter_dir", "cer_other_voice_zero_shot", "cer_other_voice_finetuned"],
     "04": ["profile", "cer_zero_shot", "adapter_bytes", "merged_bytes", "cer_finetuned_hf", "ct2_int8_bytes",
            "ct2_float32_bytes", "cer_ct2_int8", "ct2_agreement_int8", "cer_faster_whisper_int8", "faster_whisper_gap_points", "speed_ratio_ct2_int8_vs_hf",
-           "text_merged_bytes"],
+           "text_merged_bytes", "merge_base", "merge_chosen_on", "merge_dev", "merged_same_as_qlora", "shipped_model",
+           "cer_test_shipped", "cer_test_shipped_ci95", "ct2_float16_bytes", "claims"],
     "05": ["profile", "cer_served", "cer_offline", "served_identical_fraction", "load", "p95_ms_c1",
            "throughput_c8_over_offline_batched", "protections", "claims", "server_rss_mb", "text_models",
            "text_on_llamacpp"],

@@ -4,23 +4,33 @@ from __future__ import annotations
 from . import Exercise
 
 
-def _most_helped(raw_cers: list, normalized_cers: list) -> int:
+def _most_helped(raw_cers: list, normalized_cers: list, references=None, hypotheses=None) -> int:
     gains = [r - n for r, n in zip(raw_cers, normalized_cers)]
     return max(range(len(gains)), key=gains.__getitem__)
 
 
-def _check_most_helped(answer, raw_cers, normalized_cers):
+def _check_most_helped(answer, raw_cers, normalized_cers, references=None, hypotheses=None):
+    """Right: the index with the largest raw - normalized CER; the message then shows that utterance's texts
+    (only then: an open exercise prints nothing that gives the answer away)."""
     assert isinstance(answer, int) and 0 <= answer < len(raw_cers), \
         f"answer with the index of a test utterance (0-{len(raw_cers) - 1}), not {answer!r}"
     gains = [r - n for r, n in zip(raw_cers, normalized_cers)]
     best = max(gains)
     assert gains[answer] == best, (f"utterance {answer} gains {gains[answer]:.2f} CER from normalization, another "
                                    f"gains {best:.2f}: compare raw minus normalized CER for every utterance")
-    return f"utterance {answer}: CER {raw_cers[answer]:.2f} raw -> {normalized_cers[answer]:.2f} normalized"
+    shown = f"utterance {answer}: CER {raw_cers[answer]:.2f} raw -> {normalized_cers[answer]:.2f} normalized"
+    if references is not None and hypotheses is not None:
+        from lorakit_nb.metrics import normalize_zh
+
+        shown += (f"\n  reference: {references[answer]} | zero-shot: {hypotheses[answer]} | "
+                  f"normalized: {normalize_zh(hypotheses[answer])}")
+    return shown
 
 
 def _example_most_helped():
-    return {"raw_cers": [0.1, 0.9, 0.5], "normalized_cers": [0.1, 0.2, 0.0]}, 2  # 2 has the lowest CER, not the gain
+    return ({"raw_cers": [0.1, 0.9, 0.5], "normalized_cers": [0.1, 0.2, 0.0],
+             "references": ["你好", "我们有十二个人", "今天"], "hypotheses": ["你好", "我們有12個人", "今天。"]},
+            2)  # 2 has the lowest normalized CER, not the largest gain
 
 
 def _substitution_share(substitutions: int, deletions: int, insertions: int) -> float:

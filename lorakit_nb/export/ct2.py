@@ -3,7 +3,7 @@
 Covers:
 - ``export_ct2``: ``ctranslate2.converters.TransformersConverter`` on a local merged folder (offline),
   plus the tokenizer/preprocessor files faster-whisper reads; the result is load-checked before it
-  replaces ``out_dir``.
+  replaces ``out_dir``. ``converted_bytes``: the size of a conversion, without keeping it.
 - ``ct2_decoder`` / ``ct2_transcribe``: ``ctranslate2.models.Whisper.generate`` plugged into the kit's
   one loop (``speech.evaluate.transcribe_loop``): the SAME log-mel features, prompt, batching and
   token cap as the transformers model gets.
@@ -60,6 +60,23 @@ def export_ct2(merged_dir, out_dir, quantization: str = "int8") -> Path:
                                                                         force=True)
         ctranslate2.models.Whisper(str(tmp), device="cpu", compute_type=quantization)  # load check
     return Path(out_dir)
+
+
+def converted_bytes(merged_dir, quantization: str = "float16") -> int:
+    """Bytes of the model.bin a conversion to ``quantization`` writes; the folder is thrown away.
+
+    For a size comparison with a form this CPU cannot run (float16: CTranslate2 computes it on GPUs).
+    Example: converted_bytes("runs/04/merged", "float16") -> ~145_000_000 for whisper-base (2 bytes a weight)
+    """
+    import tempfile
+
+    from ctranslate2.converters import TransformersConverter
+
+    if quantization not in QUANTIZATIONS:
+        raise ExportError(f"quantization must be one of {QUANTIZATIONS}, got {quantization!r}")
+    with tempfile.TemporaryDirectory() as tmp:
+        TransformersConverter(str(merged_dir)).convert(tmp + "/ct2", quantization=quantization, force=True)
+        return (Path(tmp) / "ct2" / "model.bin").stat().st_size
 
 
 def load_ct2(ct2_dir, compute_type: str = "int8", threads: int | None = None):

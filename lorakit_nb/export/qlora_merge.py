@@ -16,7 +16,8 @@ the step survive in part, with rounding noise about as large as the update added
 Covers: ``nf4_roundtrip`` (bitsandbytes quantize -> dequantize, the weights QLoRA trained against),
 ``quantized_linear_names`` (the Linears transformers' bitsandbytes integration turns into 4-bit),
 ``merge_variants`` (the deq-NF4 and 4-bit models + per-layer error rows), ``summarize_rows`` and
-``requant_curve`` (kept fraction and error vs update size).
+``requant_curve`` (kept fraction and error vs update size), ``kept_in_words`` (a kept share as a
+prediction's wording).
 Does NOT cover: saving (``export.merge_adapter``), scoring the variants (the notebook transcribes them).
 """
 from __future__ import annotations
@@ -141,3 +142,12 @@ def requant_curve(weight: torch.Tensor, sizes=(0.003, 0.01, 0.03, 0.05, 0.1, 0.2
         dw *= size * w.norm() / dw.norm()
         rows.append({"delta_rel": size, **_requant_stats(wq, dw, nf4_roundtrip(wq + dw, blocksize))})
     return rows
+
+
+def kept_in_words(kept: float) -> str:
+    """A kept share of the update in the words of notebook 04's prediction.
+
+    Over 0.8: "about all of it"; over 0.2: "about half"; else "well under half".
+    Example: kept_in_words(0.02) -> "well under half"; kept_in_words(0.99) -> "about all of it"
+    """
+    return "about all of it" if kept > 0.8 else "about half" if kept > 0.2 else "well under half"
