@@ -100,7 +100,7 @@ def load_base_fp32(name_or_dir):
 
 
 def merge_adapter(base_name_or_dir, adapter_dir, out_dir, *, audio_seconds: int | None = None,
-                  base_weights: str = "fp32") -> Path:
+                  base_weights: str = "auto") -> Path:
     """Merge a LoRA adapter into a full-precision copy of its base and save it as safetensors.
 
     The base is always reloaded in full precision, also for a QLoRA adapter (trained on 4-bit NF4):
@@ -109,13 +109,15 @@ def merge_adapter(base_name_or_dir, adapter_dir, out_dir, *, audio_seconds: int 
       grid, so each element's update is either dropped (under half a step) or replaced by a whole
       step: small updates vanish, larger ones come back with rounding noise about their own size
       (``qlora_merge.requant_curve``; peft warns "may get different generations due to rounding errors").
-    - ``base_weights="fp32"`` (default): W_fp32 + scale * B @ A, the real base plus the update; no
+    - ``base_weights="auto"`` (default): "nf4" when the adapter's ``lorakit_asr.json`` says it was trained
+      on a 4-bit base (QLoRA), else "fp32": the merge reproduces the model that was trained and scored.
+    - ``base_weights="fp32"``: W_fp32 + scale * B @ A, the real base plus the update; no
       NF4 rounding error (several % of each weight matrix) is baked into the published weights. But
       the adapter was trained against dequant(NF4(W)), so this is not exactly the trained function:
       the update may have learned to offset NF4's rounding.
     - ``base_weights="nf4"``: dequant(NF4(W)) + scale * B @ A, stored in fp32: exactly the QLoRA model
       that was trained and scored, with NF4's rounding baked in.
-    ``qlora_merge.merge_variants`` measures all three on the same clips: check, don't assume.
+    ``export.recipes`` compares all three on dev clips (notebook 04): check, don't assume.
 
     Whisper audio window: LoRA matrices act per position, so they do not depend on how many encoder
     positions training used (a shrunk window only slices the fixed sinusoidal ``embed_positions``).
@@ -134,8 +136,10 @@ def merge_adapter(base_name_or_dir, adapter_dir, out_dir, *, audio_seconds: int 
     cfg, _ = read_adapter(adapter_dir)
     trained_info = SpeechSidecar.load(adapter_dir)
     trained = trained_info.to_dict() if trained_info else {}
-    if base_weights not in ("fp32", "nf4"):
-        raise ExportError(f"base_weights must be 'fp32' or 'nf4', got {base_weights!r}")
+    if base_weights not in ("auto", "fp32", "nf4"):
+        raise ExportError(f"base_weights must be 'auto', 'fp32' or 'nf4', got {base_weights!r}")
+    if base_weights == "auto":  # reproduce what was trained: a QLoRA adapter saw dequant(NF4(W))
+        base_weights = "nf4" if trained.get("quantized") or trained.get("quantized_training") else "fp32"
     model, proc = load_base_fp32(base_name_or_dir)
     base_path = Path(resolve_model(base_name_or_dir, quiet=True).path)
     check_adapter_base(model, adapter_dir, str(base_name_or_dir))

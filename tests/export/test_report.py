@@ -87,6 +87,37 @@ def test_build_recipes_on_tiny_whisper(tmp_path):
     assert list(hyps) == ["fp32"] and len(hyps["fp32"]) == 1 and isinstance(hyps["fp32"][0], str)
 
 
+def test_merge_adapter_auto_reproduces_the_trained_model(tmp_path):
+    """base_weights="auto": an adapter whose lorakit_asr.json says quantized (QLoRA) is merged into
+    dequant(NF4(W)), the weights it was trained against; one without that record into W. Checked weight
+    for weight against the explicit recipes, and recorded in lorakit_export.json."""
+    from lorakit_nb.export.merge import merge_adapter
+    from lorakit_nb.io import ExportSidecar, SpeechSidecar, save_adapter
+    from tests.export.test_merge_ct2 import lora_with_nonzero_b, tiny
+
+    peft_model = lora_with_nonzero_b(tiny()[0])
+    save_adapter(peft_model, tmp_path / "qlora", sidecar=SpeechSidecar(base_model="tiny-whisper", quantized=True))
+    save_adapter(peft_model, tmp_path / "plain")
+    name = "model.decoder.layers.0.self_attn.v_proj.weight"
+
+    def weight(folder):
+        from safetensors import safe_open
+
+        with safe_open(folder / "model.safetensors", framework="pt") as f:
+            return f.get_tensor(name)
+
+    folders = {}
+    for adapter, recipe in (("qlora", "auto"), ("qlora", "nf4"), ("plain", "auto"), ("plain", "fp32")):
+        folders[adapter, recipe] = merge_adapter("tiny-whisper", tmp_path / adapter, tmp_path / f"{adapter}-{recipe}",
+                                                 base_weights=recipe)
+    assert torch.equal(weight(folders["qlora", "auto"]), weight(folders["qlora", "nf4"]))
+    assert torch.equal(weight(folders["plain", "auto"]), weight(folders["plain", "fp32"]))
+    assert not torch.equal(weight(folders["qlora", "auto"]), weight(folders["plain", "auto"]))
+    assert ExportSidecar.load(folders["qlora", "auto"]).base_weights == "nf4"
+    with pytest.raises(ExportError, match="base_weights"):
+        merge_adapter("tiny-whisper", tmp_path / "plain", tmp_path / "x", base_weights="4-bit")
+
+
 # --- export.report --------------------------------------------------------------------------------
 
 def test_speed_table_splits_engine_and_quantization():
