@@ -62,7 +62,8 @@ def recipe_figure(comparison: dict):
         lo, hi = c["ci95"]
         axes[1].errorbar(c["diff"], i, xerr=[[c["diff"] - lo], [hi - c["diff"]]], fmt="o", capsize=4, color="k")
     axes[1].axvline(0, color=GREY, ls="--")
-    axes[1].set_yticks(range(len(others)), [f"{n} - {ref}" for n in others]), axes[1].invert_yaxis()
+    axes[1].set_yticks(range(len(others)), [f"{n} - {ref}" for n in others])
+    axes[1].set_ylim(len(others) - 0.5, -0.5)  # first recipe on top, half a row of margin
     axes[1].set_xlabel("CER difference, paired 95 % interval (crossing 0: no difference shown)")
     fig.suptitle("Merge recipes on dev")
     fig.tight_layout()
