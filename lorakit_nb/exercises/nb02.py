@@ -69,15 +69,50 @@ def _adapter_bytes(shapes, r: int, adapter_bytes: int) -> int:
 def _check_adapter_bytes(answer, shapes, r, adapter_bytes):
     assert isinstance(answer, int), f"answer with a whole number of bytes, not {answer!r}"
     header = adapter_bytes - answer
-    assert 0 <= header < max(0.01 * adapter_bytes, 100_000), (
-        f"{answer:,} bytes predicted, the file has {adapter_bytes:,}: the difference should be only the "
-        "safetensors header (tensor names, a few kB); each adapted Linear stores r * (d_in + d_out) float32 numbers")
+    smallest = min(r * (d_in + d_out) * 4 for d_in, d_out in shapes)
+    # the header (tensor names and offsets, JSON) must be smaller than the smallest adapted layer: an answer
+    # that leaves out any one layer, or counts one twice, cannot pass as "header"
+    assert 0 <= header < smallest, (
+        f"{answer:,} bytes predicted, the file has {adapter_bytes:,}: the difference ({header:,}) should be only the "
+        f"safetensors header, smaller than the smallest layer's {smallest:,} bytes; each adapted Linear stores "
+        "r * (d_in + d_out) float32 numbers, for EVERY entry of shapes")
     return f"{answer:,} bytes of tensors + {header:,} bytes of header = the file's {adapter_bytes:,}"
 
 
 def _example_adapter_bytes():
     shapes = [(640, 1024), (640, 256), (1024, 640)]
-    return {"shapes": shapes, "r": 16, "adapter_bytes": 16 * 4 * (1664 + 896 + 1664) + 9_000}, 16 * (1664 + 896 + 1664)
+    # the wrong answer leaves out one 106 kB layer (16 * 1664 * 4 bytes): it must not pass as header
+    return ({"shapes": shapes, "r": 16, "adapter_bytes": 16 * 4 * (1664 + 896 + 1664) + 9_000},
+            16 * 4 * (1664 + 896))
+
+
+# ---------------------------------------------------------------- 02.4: tune r / alpha / lr on dev
+def _tuned_values(score, target, reference):
+    return dict(reference)  # the kit's config values reach the target at the short budget
+
+
+def _check_tuned_values(answer, score, target, reference):
+    from lorakit_nb.text.variants import TUNABLE
+
+    assert isinstance(answer, dict) and answer, f"answer with a dict such as {reference}, not {answer!r}"
+    unknown = set(answer) - set(TUNABLE)
+    assert not unknown, f"only {TUNABLE} are tuned in this exercise, not {sorted(unknown)}"
+    got = score(answer)  # trained briefly and scored on DEV (never test)
+    assert got > target, (f"{answer} reaches dev chrF {got:.1f}, the target is {target:.1f}: at so few steps the "
+                          "learning rate matters most; alpha / r scales the update too")
+    return f"{answer}: dev chrF {got:.1f} > target {target:.1f}"
+
+
+def _example_tuned_values():
+    import math
+
+    def score(values):  # a made-up dev surface: best near lr 1e-3, alpha / r = 2
+        lr, r, alpha = values.get("learning_rate", 1e-4), values.get("lora_rank", 8), values.get("lora_alpha", 8)
+        return 50 - 15 * abs(math.log10(lr) + 3) - 5 * abs(math.log2(alpha / r) - 1)
+
+    reference = {"lora_rank": 16, "lora_alpha": 32, "learning_rate": 1e-3}
+    return {"score": score, "target": 40.0, "reference": reference}, {"lora_rank": 8, "lora_alpha": 8,
+                                                                       "learning_rate": 1e-4}
 
 
 EXERCISES.update({
@@ -85,4 +120,6 @@ EXERCISES.update({
                      example=_example_fix_post_config),
     "02.3": Exercise("predict the adapter file's size", solve=_adapter_bytes, check=_check_adapter_bytes,
                      example=_example_adapter_bytes),
+    "02.4": Exercise("tune r / alpha / lr on dev to beat a chrF target", solve=_tuned_values,
+                     check=_check_tuned_values, example=_example_tuned_values),
 })

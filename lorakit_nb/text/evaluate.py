@@ -2,8 +2,9 @@
 
 Covers: batched greedy generation that stops at the end of the line (`generate_batch`, `first_line`,
 `count_tokens`); chrF, exact match and repetition rate of generations against references (`evaluate_pairs`); which glossary words
-came out translated (`glossary_hits`); chrF against adapter strength (`strength_curve`, scaling via
-`adapters.adapter_scale`); `evaluate_adapter`, the function behind
+came out translated (`glossary_hits`) and which count as learned (`learned_words`); chrF against adapter
+strength (`strength_curve`, scaling via `adapters.adapter_scale`); plain Mandarin through the adapter
+(`mandarin_identity`, the forgetting check); `evaluate_adapter`, the function behind
 `lorakit evaluate --adapter DIR --data FILE.csv`.
 Does not: train (see `text/train.py`), save/load/scale adapters (`text/adapters.py`) or merge them.
 """
@@ -159,7 +160,36 @@ def strength_curve(model, tokenizer, pairs, scales=(0.0, 0.25, 0.5, 0.75, 1.0, 1
                 known[s] = evaluate_pairs(model, tokenizer, pairs, **eval_kwargs)
         r = known[s]
         rows.append({"scale": float(s), "chrf": r["chrf"], "exact_match": r["exact_match"],
-                     "repetition_rate": r["repetition_rate"]})
+                     "repetition_rate": r["repetition_rate"], "outputs": r["outputs"]})
+    return rows
+
+
+def learned_words(rows, threshold: float = 0.75, column: str = "hits") -> dict:
+    """Which glossary words count as learned: the Mandarin form in at least `threshold` of the outputs.
+
+    `rows` are `glossary_hits` rows (or a table with `n` and a hits `column`). A word met in 4 test
+    sentences needs 3 hits at 0.75. Example: learned_words([{"wu": "阿拉", "n": 4, "hits": 2},
+    {"wu": "侬", "n": 8, "hits": 7}]) -> {"阿拉": False, "侬": True}
+    """
+    return {r["wu"]: r[column] >= threshold * r["n"] for r in rows}
+
+
+def mandarin_identity(model, tokenizer, pairs, scales, template: str, max_new_tokens: int = 40,
+                      batch_size: int = 16) -> list[dict]:
+    """Feed plain Mandarin (each pair's `mandarin` as the input) through the adapter at each strength.
+
+    Nothing is left to translate, so the right answer is the input itself. Returns one row per scale:
+    {"scale", "unchanged" (share returned exactly, 0-1), "chrf_vs_input", "examples"}; scale 0 is the base.
+    Example: mandarin_identity(model, tok, test, [0.0, 1.0], cfg.template)[0]["unchanged"] -> 0.5 (say)
+    """
+    mandarin_in = [{"wu": p["mandarin"], "mandarin": p["mandarin"], "english": p.get("english", "")} for p in pairs]
+    rows = []
+    for s in scales:
+        with adapter_scale(model, s):
+            r = evaluate_pairs(model, tokenizer, mandarin_in, template, "mandarin", max_new_tokens, batch_size,
+                               progress=False)
+        rows.append({"scale": float(s), "unchanged": r["exact_match"], "chrf_vs_input": r["chrf"],
+                     "examples": r["examples"]})
     return rows
 
 

@@ -3,6 +3,7 @@
 Covers: `LossPlotCallback`, which collects every logged train loss and eval loss; inside a Jupyter
 kernel it redraws one figure in place as numbers arrive (papermill stores the last drawing); in a
 script or in CI it only collects, and `plot()` draws on demand.
+`plot_strength_curve` draws dev chrF against adapter strength with each point's bootstrap interval.
 Does not: log anywhere else (TensorBoard, W&B) or decide when to stop training.
 """
 from __future__ import annotations
@@ -57,3 +58,25 @@ class LossPlotCallback(TrainerCallback):
         else:
             self._handle.update(fig)
         plt.close(fig)
+
+
+def plot_strength_curve(curve, references, chosen=None, ax=None):
+    """Dev chrF by adapter scale, each point with its 95 % bootstrap interval (sentences resampled).
+
+    `curve` = `strength_curve` rows (with "outputs"); returns {scale: (lo, hi)} and draws on `ax`.
+    Example: plot_strength_curve(curve, [p["mandarin"] for p in dev], chosen=1.0) -> {0.0: (10.1, 20.3), ...}
+    """
+    import matplotlib.pyplot as plt
+
+    from lorakit_nb.metrics import bootstrap_ci, chrf
+
+    intervals = {r["scale"]: bootstrap_ci(chrf, references, r["outputs"]) for r in curve}
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5, 3))
+    xs, ys = [r["scale"] for r in curve], [r["chrf"] for r in curve]
+    err = [[y - intervals[x][0] for x, y in zip(xs, ys)], [intervals[x][1] - y for x, y in zip(xs, ys)]]
+    ax.errorbar(xs, ys, yerr=err, fmt="o-", capsize=3, label="dev chrF, 95 % interval")
+    if chosen is not None:
+        ax.axvline(chosen, color="gray", ls=":", label=f"chosen on dev: {chosen:g}")
+    ax.set_xlabel("adapter scale (multiplies alpha / r)"), ax.set_ylabel("dev chrF"), ax.legend(fontsize=8)
+    return intervals
