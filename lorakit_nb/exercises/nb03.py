@@ -47,9 +47,34 @@ def _example_window_shapes():
     return {"seconds": 5, "mel_frames": 500, "encoder_positions": 250}, (500, 500)
 
 
+def _keep_epoch(dev_history: list) -> float:
+    return min(dev_history, key=lambda h: h["dev_cer"])["epoch"]  # the lowest dev CER (earliest of equal ones)
+
+
+def _check_keep_epoch(answer, dev_history):
+    assert isinstance(answer, (int, float)) and not isinstance(answer, bool), \
+        f"answer with an epoch number (e.g. 2), not {answer!r}"
+    best = _keep_epoch(dev_history)
+    if answer == best:
+        return f"epoch {best:g}: dev CER {min(h['dev_cer'] for h in dev_history):.3f}, the lowest on the curve"
+    hint = (" — the last epoch is not always the best: training on goes on lowering the train loss, not "
+            "necessarily the dev CER" if answer == dev_history[-1]["epoch"] else "")
+    raise AssertionError(f"epoch {answer:g} is not the one with the lowest dev CER{hint}; dev CER by epoch: "
+                         + ", ".join(f"{h['epoch']:g}: {h['dev_cer']:.3f}" for h in dev_history))
+
+
+def _example_keep_epoch():
+    # dev CER by epoch of an earlier 4-epoch CPU run: the third is the lowest, the last is not
+    history = [{"epoch": 1.0, "dev_cer": 0.109}, {"epoch": 2.0, "dev_cer": 0.113},
+               {"epoch": 3.0, "dev_cer": 0.102}, {"epoch": 4.0, "dev_cer": 0.105}]
+    return {"dev_history": history}, 4
+
+
 EXERCISES = {
     "03.1": Exercise("LoRA r=8 on all six Linears of whisper-base, by hand", solve=_all_linear_count,
                      check=_check_all_linear, example=_example_all_linear),
     "03.2": Exercise("mel frames and encoder positions of a shrunk window", solve=_window_shapes,
                      check=_check_window_shapes, example=_example_window_shapes),
+    "03.3": Exercise("which epoch to keep, from the dev CER curve", solve=_keep_epoch,
+                     check=_check_keep_epoch, example=_example_keep_epoch),
 }

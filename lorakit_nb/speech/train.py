@@ -1,8 +1,9 @@
 """Train a (Q)LoRA Whisper with HF ``Seq2SeqTrainer``; dev CER by ``generate()`` after every epoch.
 
 Covers: ``WhisperCollator`` (stack log-mels, pad labels with -100, drop a doubled start token),
-``DevCERCallback`` (greedy, capped transcription of the dev clips at each epoch end),
-and ``train_asr`` which wires features, ``WhisperCollator``, ``Seq2SeqTrainingArguments`` and the
+``DevCERCallback`` (greedy, capped transcription of the dev clips at each epoch end; it keeps a copy of
+the trainable weights of the epoch with the lowest dev CER), ``best_dev_entry`` (which epoch that is),
+and ``train_asr`` (which restores that epoch's adapter weights before it returns) which wires features, ``WhisperCollator``, ``Seq2SeqTrainingArguments`` and the
 callbacks (``training.TimeBudgetCallback`` among them) together and returns the one ``TrainResult``
 (loss curve, dev-CER curve, training time) that ``training.run_trainer`` reads from the Trainer's log;
 optional per-epoch checkpoints and resuming an interrupted run from the newest of them.
@@ -51,37 +52,69 @@ class WhisperCollator:
 class DevCERCallback(TrainerCallback):
     """At each epoch end: transcribe the dev clips with ``generate()`` and record the CER.
 
-    When a ``TimeBudgetCallback`` (``budget``) has stopped training mid-epoch it skips the evaluation,
-    so the budget bounds the whole training time (a dev pass can take as long as a dozen steps).
+    When a ``TimeBudgetCallback`` (``budget``) has stopped training mid-epoch it still scores that partial
+    epoch (``"partial": True`` in its entry), so the steps the budget allowed can be the ones kept; the
+    budget bounds the training steps, and one dev pass more comes on top.
 
-    Example history entry: {"epoch": 2.0, "step": 86, "dev_cer": 0.21}
+    It also keeps a copy of the trainable (adapter) weights whenever the dev CER is the lowest so far
+    (``best_entry``, ``best_state``; a tie keeps the earlier epoch), so ``train_asr`` can restore them.
+
+    Example history entry: {"epoch": 2.0, "step": 86, "dev_cer": 0.21, "partial": False}
     """
 
     def __init__(self, processor, audios, references, batch_size: int = 16, per_second: float = 6.0, budget=None):
         self.processor, self.audios, self.references = processor, audios, list(references)
         self.batch_size, self.per_second, self.budget = batch_size, per_second, budget
+        self.best_entry, self.best_state = None, None
 
     def on_epoch_end(self, args, state, control, model=None, **kwargs):
         from lorakit_nb.metrics import cer
 
-        if self.budget is not None and self.budget.stopped_early:
-            # the time budget ended a partial epoch: spend no more time here (the test set scores the result)
+        partial = self.budget is not None and self.budget.stopped_early
+        if partial:  # the time budget ended a partial epoch: score it too, so its steps can be the ones kept
             print(f"time budget reached at step {state.global_step} (epoch {state.epoch:.2f}): "
-                  "no dev evaluation for this partial epoch", flush=True)
-            return
-
+                  "dev evaluation of this partial epoch", flush=True)
         hyps = transcribe(model, self.processor, self.audios, batch_size=self.batch_size, per_second=self.per_second,
                           progress=False)
-        entry = {"epoch": round(float(state.epoch), 2), "step": state.global_step, "dev_cer": cer(self.references, hyps)}
+        entry = {"epoch": round(float(state.epoch), 2), "step": state.global_step, "dev_cer": cer(self.references, hyps),
+                 "partial": partial}
         state.log_history.append(entry)  # training.run_trainer reads dev_history from the Trainer's log
         print(f"epoch {entry['epoch']:.2f} (step {entry['step']}): dev CER {entry['dev_cer']:.3f}", flush=True)
+        if self.best_entry is None or entry["dev_cer"] < self.best_entry["dev_cer"]:
+            self.best_entry = dict(entry)
+            self.best_state = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def best_dev_entry(dev_history: list[dict]) -> dict | None:
+    """The dev-history entry with the lowest dev CER (the earliest of equal ones); None for an empty history.
+
+    Example: best_dev_entry([{"epoch": 1.0, "dev_cer": 0.109}, {"epoch": 2.0, "dev_cer": 0.113},
+                             {"epoch": 3.0, "dev_cer": 0.102}, {"epoch": 4.0, "dev_cer": 0.105}])
+             -> {"epoch": 3.0, "dev_cer": 0.102}
+    """
+    return min(dev_history, key=lambda h: h["dev_cer"]) if dev_history else None
+
+
+def restore_state(model, state: dict) -> None:
+    """Copy saved tensors (``{parameter name: tensor}``) back into `model`'s parameters of those names.
+
+    Example: restore_state(model, callback.best_state)  # the adapter weights of the best-dev epoch
+    """
+    params = dict(model.named_parameters())
+    missing = sorted(set(state) - set(params))
+    if missing:
+        raise LorakitError(f"restore_state: the model has no parameters named {missing[:3]}; "
+                           "restore into the same (LoRA-wrapped) model that was trained")
+    with torch.no_grad():
+        for name, tensor in state.items():
+            params[name].copy_(tensor)
 
 
 def train_asr(model, processor, train_features, *, dev_audios=None, dev_texts=None, output_dir=None,
               epochs: float = 3, batch_size: int = 8, learning_rate: float = 1e-3, warmup_steps: int = 10,
               weight_decay: float = 0.0, logging_steps: int = 5, time_budget_s=None, seed: int = 0,
               per_second: float = 6.0, eval_batch_size: int = 16, callbacks=(), checkpoints: bool = False,
-              resume=False) -> TrainResult:
+              resume=False, keep_best: bool = True) -> TrainResult:
     """Fine-tune `model` (LoRA/QLoRA-wrapped) on `train_features` (from ``featurize``) with Seq2SeqTrainer.
 
     A linear learning-rate schedule with a short warm-up; ``label_names`` set because a PeftModel's
@@ -93,6 +126,10 @@ def train_asr(model, processor, train_features, *, dev_audios=None, dev_texts=No
     time budget stops training. ``resume=True`` continues an interrupted run from the newest of them (a
     path names one): the same model, data and arguments, and the run goes on as if it had never stopped;
     the time budget counts this call only.
+    ``keep_best=True`` (with dev clips): after training, the adapter weights of the epoch with the lowest
+    dev CER (``best_dev_entry(res.dev_history)``) are copied back into `model`, so the model that is scored
+    and saved next is that epoch's, not the last one's (a partial epoch cut by the budget is scored too and
+    competes like any other).
     Example: res = train_asr(model, processor, feats, dev_audios=a, dev_texts=t, epochs=3)
              res.dev_history[-1]["dev_cer"] -> 0.2 (say)
              train_asr(model, processor, feats, output_dir="runs/03/trainer", checkpoints=True, resume=True)
@@ -123,4 +160,10 @@ def train_asr(model, processor, train_features, *, dev_audios=None, dev_texts=No
     trainer = Seq2SeqTrainer(model=model, args=args, train_dataset=train_features,
                              data_collator=WhisperCollator(processor, model.config.decoder_start_token_id),
                              callbacks=callbacks)
-    return run_trainer(trainer, budget=budget, resume_from_checkpoint=checkpoint)
+    result = run_trainer(trainer, budget=budget, resume_from_checkpoint=checkpoint)
+    dev = callbacks[-1] if dev_audios is not None else None
+    if keep_best and dev is not None and dev.best_state is not None:
+        restore_state(model, dev.best_state)
+        print(f"kept the adapter of epoch {dev.best_entry['epoch']:g} (step {dev.best_entry['step']}), "
+              f"the lowest dev CER: {dev.best_entry['dev_cer']:.3f}", flush=True)
+    return result
