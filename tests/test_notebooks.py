@@ -108,26 +108,46 @@ def check_02b(m):
 def check_03(m):
     assert m["cer_finetuned"] < m["cer_zero_shot"]
     assert m["cer_ratio"] <= 0.33  # the course's target: fine-tuning cuts test CER to a third or less
-    # the second voice, never trained on: both CERs measured (what they say is the notebook's lesson)
+    # choices made on dev (all 48 clips), each reading following its paired interval
+    assert m["window_dev_clips"] == 48
+    for key in ("window_dev", "beam_dev"):
+        lo, hi = m[f"{key}_ci95"]
+        assert (lo <= 0 <= hi) == m[f"{key}_reading"].startswith("no difference shown"), key
+    # the kept (scored, saved) adapter is the best-dev epoch's, not necessarily the last
+    assert m["dev_cer_kept"] == min(m["dev_cer_history"]) and m["kept_epoch"] in m["dev_epochs"]
+    assert m["kept_epoch"] == m["dev_epochs"][m["dev_cer_history"].index(m["dev_cer_kept"])]
+    # the second voice, never trained on: its verdict is its paired interval's
     assert 0 <= m["cer_other_voice_zero_shot"] < 1 and 0 <= m["cer_other_voice_finetuned"] < 2
+    lo, hi = m["other_voice_ci95"]
+    assert (lo <= 0 <= hi) == m["other_voice_reading"].startswith("no difference shown")
     claims = m["claims"]  # the Whisper article's claims, each verdict following from this run's numbers
     assert claims["seed2_whisper_small_r64"]["verdict"] == "wrong" and m["whisper_small_r64_qv_trainable"] == 7_077_888
-    assert claims["seed2_task_type_causal_lm"]["verdict"] == "wrong"  # its forward fails; task_type unset trains
     assert claims["seed2_99_languages"]["verdict"] == "holds" and claims["seed2_zero_shot_meaning"]["verdict"] == "wrong"
+    assert claims["seed2_30s_thousands_of_tokens"]["verdict"] == "partly"  # 1500 encoder positions for 30 s
+
+
+def check_03b(m):
+    claims = m["claims"]
     assert m[f"step_seconds_{m['audio_seconds'] * 100}"] < m["step_seconds_3000"]
     full, lora = (next(r for r in m["memory_table"] if r["setup"] == s) for s in ("full fine-tune", "LoRA fp32"))
     assert claims["seed2_lora_3x_training_speed"]["verdict"] == (
         "holds" if full["s_per_step"] / lora["s_per_step"] >= 3 else "wrong")
-    assert claims["seed2_amp_30_percent"]["verdict"] == (
-        "holds" if m["amp_speedup"] >= 1.25 else "partly" if m["amp_speedup"] > 1.05 else "wrong")
+    assert claims["seed2_task_type_causal_lm"]["verdict"] == "wrong"  # its forward fails; task_type unset trains
+    # AMP's 30 % is a GPU figure: on the CPU profile the verdict is "not comparable"
+    assert claims["seed2_amp_30_percent"]["verdict"] == "not comparable"
     # checkpointing on vs off at the training window: it keeps fewer activations (its time is in the table)
     assert m["checkpointing_saves_gb"] > 0
     # QLoRA's saving is on weights: the estimator's saving grows with the model; NF4 weights are smaller
     saved = [row["saved_MB"] for row in m["qlora_estimator"]]
     assert saved == sorted(saved) and m["qlora_weights_saved_mb"] > 0
+    assert 0.3 < m["embedding_share"] < 0.4  # whisper-base's token embedding: 26.6 M of 72.6 M parameters
     # whisper-large-v3, full fine-tuning in bf16: 16 bytes per parameter, more than one 24 GB A10 holds
     assert 24 < m["large_v3_full_states_gb"] < 26 and m["large_v3_zero3_min_a10"] == 2
     assert claims["seed2_large_v3_4xA10"]["verdict"] == "partly"
+    # the 7 B table: lower bounds under the claimed figures; paging and r's usual range are not measured here
+    assert claims["seed2_table_full_40gb"]["verdict"] == "holds"
+    assert claims["seed2_table_lora_a10_a40"]["verdict"] == claims["seed2_table_qlora_a4000_3090"]["verdict"] == "not refuted"
+    assert claims["seed2_paged_optimizer"]["verdict"] == claims["seed2_r_8_to_64"]["verdict"] == "not checked here"
 
 
 def check_04(m):
@@ -198,7 +218,7 @@ def check_05(m):
     assert {(r["model"], r["strength"]) for r in m["text_scenario"]} >= {("wu-mandarin", 0.8), ("wu-english", 1.0)}
 
 
-CHECKS = {"01": check_01, "02": check_02, "02b": check_02b, "03": check_03, "04": check_04, "05": check_05}
+CHECKS = {"01": check_01, "02": check_02, "02b": check_02b, "03": check_03, "03b": check_03b, "04": check_04, "05": check_05}
 
 
 @pytest.mark.notebook
@@ -221,7 +241,10 @@ SMOKE_KEYS = {
             "chrf_english_after", "incremental_loss_first", "variants", "variant_comparisons", "tune_dev_chrf",
             "tune_target", "claims"],
     "03": ["profile", "model", "cer_zero_shot", "cer_finetuned", "cer_ratio", "train_seconds", "train_steps",
-           "adapter_bytes", "adapter_dir", "cer_other_voice_zero_shot", "cer_other_voice_finetuned"],
+           "adapter_bytes", "adapter_dir", "cer_other_voice_zero_shot", "cer_other_voice_finetuned", "window_dev_reading",
+           "beam_dev_reading", "kept_epoch", "dev_cer_kept", "other_voice_reading", "claims"],
+    "03b": ["profile", "step_seconds_3000", "memory_table", "qlora_estimator", "large_v3_full_states_gb", "switches",
+            "claims"],
     "04": ["profile", "cer_zero_shot", "adapter_bytes", "merged_bytes", "cer_finetuned_hf", "ct2_int8_bytes",
            "ct2_float32_bytes", "cer_ct2_int8", "ct2_agreement_int8", "cer_faster_whisper_int8", "faster_whisper_gap_points", "speed_ratio_ct2_int8_vs_hf",
            "text_merged_bytes", "merge_base", "merge_chosen_on", "merge_dev", "merged_same_as_qlora", "shipped_model",

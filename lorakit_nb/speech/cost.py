@@ -3,7 +3,9 @@
 Covers: ``measure_step`` -- a few optimizer steps of one setup at one audio window, in a fresh Python
 process (``meter.run_fresh``) so each setup's peak memory is its own; the peak is ``meter.peak_bytes``
 (``torch.cuda.max_memory_allocated`` on a CUDA machine, the process's peak RSS otherwise).
-Does NOT cover: estimates from parameter counts (``lora/memory.py``), training to convergence
+``peak_split`` reads a LoRA / QLoRA / full table of such rows: what NF4 saved on weights, what QLoRA's
+peak holds on top of its weights compared with LoRA's, and the step-time ratios.
+Does NOT cover: estimates from parameter counts (``lora/memory.py``, ``speech/sizing.py``), training to convergence
 (``speech/train.py``), host memory on a GPU run.
 
 Where the bytes go (whisper-base, 72.6 M parameters): fp32 weights ~290 MB; NF4 stores the Linear
@@ -107,6 +109,26 @@ def measure_step(kind: str, seconds: int = 5, *, model_name: str = "whisper-base
     args = {"kind": kind, "seconds": int(seconds), "model_name": model_name, "manifest": str(manifest),
             "batch_size": batch_size, "steps": steps, "r": r, "checkpointing": checkpointing, "amp": amp}
     return run_fresh("lorakit_nb.speech.cost", args, timeout=timeout)
+
+
+def peak_split(table: list[dict]) -> dict:
+    """Split measured peaks into weights and "everything else", LoRA fp32 vs QLoRA NF4, plus step-time ratios.
+
+    `table`: ``measure_step`` rows with kinds "lora", "qlora" and "full" (MB for weights, GB for peaks).
+    Returns saved_mb (LoRA's weights minus QLoRA's), rest_mb per kind (peak minus weights), extra_mb
+    (QLoRA's rest minus LoRA's), net_gb (QLoRA's peak minus LoRA's), qlora_time (QLoRA's s/step over LoRA's)
+    and lora_speedup (full's s/step over LoRA's).
+    Example: peak_split([{"kind": "lora", "weights_mb": 290, "peak_gb": 1.18, "s_per_step": 1.8},
+                         {"kind": "qlora", "weights_mb": 136, "peak_gb": 1.33, "s_per_step": 1.9},
+                         {"kind": "full", "weights_mb": 288, "peak_gb": 2.18, "s_per_step": 2.2}])
+             -> saved_mb 154, rest_mb {"lora": 890, "qlora": 1194}, extra_mb 304, net_gb 0.15, lora_speedup 1.22
+    """
+    kinds = {r["kind"]: r for r in table}
+    rest = {k: kinds[k]["peak_gb"] * 1000 - kinds[k]["weights_mb"] for k in ("lora", "qlora")}
+    return {"saved_mb": kinds["lora"]["weights_mb"] - kinds["qlora"]["weights_mb"], "rest_mb": rest,
+            "extra_mb": rest["qlora"] - rest["lora"], "net_gb": kinds["qlora"]["peak_gb"] - kinds["lora"]["peak_gb"],
+            "qlora_time": kinds["qlora"]["s_per_step"] / kinds["lora"]["s_per_step"],
+            "lora_speedup": kinds["full"]["s_per_step"] / kinds["lora"]["s_per_step"]}
 
 
 if __name__ == "__main__":  # the child process of measure_step
