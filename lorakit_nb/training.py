@@ -22,10 +22,13 @@ from transformers import TrainerCallback
 
 from lorakit_nb.errors import MissingFileError
 
-# Trainer writes trainer_state.json LAST when it saves a checkpoint (after weights, optimizer, scheduler and
-# RNG state), so a checkpoint-N folder holding it, whole, is complete; one without it (or with a cut-off
-# one: the file is opened, then written) was stopped mid-save.
+# Trainer writes trainer_state.json after weights, optimizer, scheduler and RNG state, but the callbacks'
+# on_save (the text room copies a named adapter to the checkpoint's top level there) runs after it. So the
+# kit writes its own marker LAST, from a callback that runs after every other one: a checkpoint-N folder is
+# complete only when it holds the marker (and a whole trainer_state.json); a kill at any point before that
+# leaves a folder `resume` skips, saying so.
 TRAINER_STATE = "trainer_state.json"
+COMPLETE_MARKER = "lorakit-checkpoint-complete"
 
 
 def _saved_state(checkpoint) -> dict | None:
@@ -34,6 +37,20 @@ def _saved_state(checkpoint) -> dict | None:
         return json.loads((Path(checkpoint) / TRAINER_STATE).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
+
+
+def _is_complete(checkpoint) -> bool:
+    return (Path(checkpoint) / COMPLETE_MARKER).is_file() and _saved_state(checkpoint) is not None
+
+
+class CompleteCheckpointMarker(TrainerCallback):
+    """Write COMPLETE_MARKER into each checkpoint after everything else in it (run_trainer adds it last)."""
+
+    def on_save(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            ckpt = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            if ckpt.is_dir():
+                (ckpt / COMPLETE_MARKER).write_text(f"step {state.global_step}\n", encoding="utf-8")
 
 
 class TimeBudgetCallback(TrainerCallback):
@@ -119,8 +136,9 @@ def resume_checkpoint(resume, output_dir, *,
     """The checkpoint folder a run continues from: None (``resume`` False/None: start afresh), the newest
     complete ``checkpoint-N`` under `output_dir` (``resume=True``), or the folder ``resume`` names.
 
-    Example: out/ holds checkpoint-4, checkpoint-8 and checkpoint-12 without a whole trainer_state.json
-    (killed mid-save): resume_checkpoint(True, "out") -> "out/checkpoint-8"; (False, "out") -> None.
+    Example: out/ holds checkpoint-4, checkpoint-8 and checkpoint-12 without its completion marker
+    (killed mid-save): resume_checkpoint(True, "out") -> "out/checkpoint-8", printing that checkpoint-12 is
+    skipped; (False, "out") -> None.
     Raises ``MissingFileError`` when there is none, saying how to go on (`fix`: the ways out, in the
     words of the room's own settings).
     """
@@ -128,20 +146,27 @@ def resume_checkpoint(resume, output_dir, *,
         return None
     if resume is True:
         folder = Path(output_dir) if output_dir is not None else None
-        steps = {}
+        steps, partial = {}, []
         if folder is not None and folder.is_dir():
             for d in folder.iterdir():
                 m = re.fullmatch(r"checkpoint-(\d+)", d.name)
-                if m and _saved_state(d) is not None:
+                if m and _is_complete(d):
                     steps[int(m.group(1))] = d
+                elif m:
+                    partial.append(d.name)
+        newest = max(steps) if steps else -1
+        for name in sorted(partial):
+            if int(name.split("-")[1]) > newest:
+                print(f"{folder / name}: incomplete (the run stopped while saving it: no {COMPLETE_MARKER}); skipped")
         if not steps:
-            raise MissingFileError(f"no checkpoint under {folder}: {fix} "
-                                   f"(a checkpoint-N folder with {TRAINER_STATE})")
-        return str(steps[max(steps)])
+            raise MissingFileError(f"no complete checkpoint under {folder}: {fix} "
+                                   f"(a checkpoint-N folder with {TRAINER_STATE} and {COMPLETE_MARKER})")
+        return str(steps[newest])
     path = Path(resume)
-    if _saved_state(path) is None:
-        raise MissingFileError(f"{path} is not a complete Trainer checkpoint (no whole {TRAINER_STATE}): name a "
-                               "checkpoint-N folder from output_dir, or pass resume=True for the newest one")
+    if not _is_complete(path):
+        raise MissingFileError(f"{path} is not a complete checkpoint (no whole {TRAINER_STATE} or no "
+                               f"{COMPLETE_MARKER}: it was cut off while saving): name a complete checkpoint-N "
+                               "folder from output_dir, or pass resume=True for the newest complete one")
     return str(path)
 
 
@@ -154,6 +179,7 @@ def run_trainer(trainer, *, budget: TimeBudgetCallback | None = None, resume_fro
     restores the adapter weights, optimizer, scheduler, RNG state, step and log from it and skips the
     batches already trained. ``extra`` fills the other ``TrainResult`` fields (``train_tokens``, ...).
     """
+    trainer.add_callback(CompleteCheckpointMarker())  # last: after every other on_save has written its files
     saved = (_saved_state(resume_from_checkpoint) or {}) if resume_from_checkpoint is not None else {}
     start_step, start_epoch = int(saved.get("global_step", 0)), float(saved.get("epoch") or 0.0)
     start = time.perf_counter()

@@ -189,11 +189,22 @@ def load_splits(data_dir, splits: Sequence[str] = SPLITS, columns: Sequence[str]
 
     Example: load_splits("data/wu_dialect") -> {"train": [...], "dev": [...], "test": [...]}
     """
-    key = key or columns[0]
     data_dir = Path(data_dir)
+    return load_disjoint({split: data_dir / f"{split}.csv" for split in splits}, columns, key)
+
+
+def load_disjoint(paths: Mapping[str, Path], columns: Sequence[str] = DEFAULT_COLUMNS,
+                  key: str | None = None) -> dict[str, list[dict[str, str]]]:
+    """Load each named CSV and refuse a `key` sentence (default: the first column) found in two of them.
+
+    The one owner of the "a sentence sits in one split only" rule: `load_splits` (a folder) and
+    `lorakit train` (whatever files its config names) both call it. Sentences are compared after NFKC and
+    whitespace folding, so "侬好！" in train and "侬好!" in dev are the same sentence.
+    Example: load_disjoint({"train": "a/train.csv", "dev": "b/dev.csv"}) -> {"train": [...], "dev": [...]}
+    """
+    key = key or columns[0]
     out, where = {}, {}  # where[sentence] = (path, line) of its first appearance in an earlier split
-    for split in splits:
-        path = data_dir / f"{split}.csv"
+    for split, path in paths.items():
         pairs, lines = _read(path, columns)
         for pair, line in zip(pairs, lines):
             k = _norm(pair[key])
@@ -202,7 +213,7 @@ def load_splits(data_dir, splits: Sequence[str] = SPLITS, columns: Sequence[str]
                 raise DataError(
                     f"{path}, line {line}: the {key} sentence {pair[key]!r} is also in {other}, line "
                     f"{other_line}. Fix: a sentence may sit in one split only — delete it from one file "
-                    f"(usually the training file, so the test set stays fixed).")
+                    f"(usually the training file, so the dev and test sets stay fixed).")
         where.update((_norm(p[key]), (path, n)) for p, n in zip(pairs, lines))
         out[split] = pairs
     return out

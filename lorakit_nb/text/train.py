@@ -38,7 +38,7 @@ from lorakit_nb.text.config import (
     data_files,
     load_config,
 )
-from lorakit_nb.text.data import load_pairs, make_examples
+from lorakit_nb.text.data import load_disjoint, make_examples
 from lorakit_nb.training import TrainResult, resume_checkpoint, run_trainer
 
 IGNORE = -100  # label value PyTorch's cross_entropy skips
@@ -242,7 +242,9 @@ def train_from_config(config_or_path, *, callbacks=None, model=None, tokenizer=N
     check_inputs(cfg)  # missing model or data -> error now, before minutes of loading
     checkpoint = resume_checkpoint(resume, cfg.output_dir)  # and no checkpoint to resume -> error now too
     files = data_files(cfg)
-    train_pairs, dev_pairs = load_pairs(files["train"]), load_pairs(files["dev"])
+    # a dev sentence also in train would make the dev loss (and the best checkpoint it picks) a memory test
+    splits = load_disjoint({"train": files["train"], "dev": files["dev"]})
+    train_pairs, dev_pairs = splits["train"], splits["dev"]
     if cfg.max_train_examples > 0:
         train_pairs = train_pairs[: cfg.max_train_examples]
     set_seed(cfg.seed)

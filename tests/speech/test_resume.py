@@ -69,6 +69,6 @@ def test_resume_needs_a_checkpoint_folder(tmp_path):
     model, processor = _fresh()
     with pytest.raises(LorakitError, match="needs output_dir"):
         train_asr(model, processor, [], resume=True)
-    with pytest.raises(LorakitError, match=f"no checkpoint under {tmp_path}: start without resume=True, or pass "
+    with pytest.raises(LorakitError, match=f"no complete checkpoint under {tmp_path}: start without resume=True, or pass "
                                            "checkpoints=True"):
         train_asr(model, processor, [], output_dir=tmp_path, resume=True)

@@ -28,7 +28,9 @@ import yaml
 from safetensors.torch import load_file
 
 from lorakit_nb.cli import main
+from lorakit_nb.errors import MissingFileError
 from lorakit_nb.text.train import train_from_config
+from lorakit_nb.training import COMPLETE_MARKER
 
 REPO = Path(__file__).resolve().parents[2]
 SMOKE = REPO / "data" / "configs" / "wu_dialect_lora_smoke.yaml"
@@ -61,8 +63,8 @@ def _log(run_dir: Path, step: int) -> list:
 
 
 def test_killed_run_resumes_to_the_same_losses_and_weights(tmp_path):
-    """SIGKILL the run as soon as its first checkpoint is complete (trainer_state.json, written last, is
-    there and whole), resume it with --resume; the same config run without interruption (in this process,
+    """SIGKILL the run as soon as its first checkpoint is complete (the kit's marker, written after
+    everything else, is there), resume it with --resume; the same config run without interruption (in this process,
     while the resumed one runs) gives every logged train and dev loss after the checkpoint within 1e-5,
     and the same adapter weights, both at step 40 and in the saved (best-dev-loss) adapter."""
     keys = dict(max_steps=40, save_steps=5, logging_steps=1, num_threads=1)
@@ -70,7 +72,7 @@ def test_killed_run_resumes_to_the_same_losses_and_weights(tmp_path):
     killed_dir, whole_dir = tmp_path / "killed", tmp_path / "whole"
     proc = _train(killed_cfg)
     deadline = time.monotonic() + 80
-    while _state(killed_dir / "checkpoint-5") is None:
+    while not (killed_dir / "checkpoint-5" / COMPLETE_MARKER).is_file():
         assert proc.poll() is None, f"training exited before its first checkpoint:\n{proc.communicate()[0]}"
         assert time.monotonic() < deadline, "no checkpoint-5 after 80 s"
         time.sleep(0.01)
@@ -116,8 +118,28 @@ def test_resume_without_a_checkpoint_is_one_clear_error(tmp_path, capsys):
     (tmp_path / "run" / "checkpoint-4" / "trainer_state.json").write_text('{"log_history": [{"lo', "utf-8")  # cut off
     assert main(["train", "--config", str(cfg), "--resume"]) == 1
     err = capsys.readouterr().err
-    assert f"no checkpoint under {tmp_path / 'run'}: start without --resume, or set save_steps" in err
+    assert f"no complete checkpoint under {tmp_path / 'run'}: start without --resume, or set save_steps" in err
     assert not (tmp_path / "run" / "adapter").exists()
+
+
+def test_resume_skips_a_checkpoint_killed_between_trainer_state_and_the_adapter_copy(tmp_path, capsys):
+    """Trainer writes trainer_state.json before the callbacks' on_save (where the named adapter is copied to
+    the checkpoint's top level). A kill between the two left a folder that looked complete; --resume took it
+    and failed with a traceback. Now only a folder with the kit's marker counts: the newer, cut-off one is
+    skipped with a line saying so, and the older complete one is taken."""
+    from lorakit_nb.training import resume_checkpoint
+
+    run = tmp_path / "run"
+    for step, marker in ((4, True), (8, False)):
+        ckpt = run / f"checkpoint-{step}"
+        (ckpt / "mandarin").mkdir(parents=True)
+        (ckpt / "trainer_state.json").write_text('{"global_step": %d, "log_history": []}' % step, "utf-8")
+        if marker:
+            (ckpt / COMPLETE_MARKER).write_text("done", "utf-8")
+    assert resume_checkpoint(True, run) == str(run / "checkpoint-4")
+    assert "checkpoint-8: incomplete" in capsys.readouterr().out
+    with pytest.raises(MissingFileError, match="not a complete checkpoint"):
+        resume_checkpoint(str(run / "checkpoint-8"), run)
 
 
 def test_resume_keeps_the_early_stopping_count(tmp_path):
@@ -126,10 +148,10 @@ def test_resume_keeps_the_early_stopping_count(tmp_path):
     stops before max_steps. Resumed (resume=<folder>) from the last checkpoint before the stop, where the
     count is already 1, it must stop at the same step with the same dev losses; with the count reset to 0
     it would run one evaluation (2 steps) longer."""
-    cfg = _config(tmp_path, "a", max_steps=20, save_steps=2, logging_steps=1, num_threads=1, max_train_examples=16,
+    cfg = _config(tmp_path, "a", max_steps=60, save_steps=2, logging_steps=1, num_threads=1, max_train_examples=16,
                   learning_rate=0.5, dropout=0.3, early_stopping_patience=2, save_total_limit=40)
     whole = train_from_config(cfg)
-    assert whole.steps < 20  # early stopping fired (else this test checks nothing)
+    assert whole.steps < 60  # early stopping fired (else this test checks nothing)
     ckpt = tmp_path / "a" / f"checkpoint-{whole.steps - 2}"
     saved = json.loads((ckpt / "trainer_state.json").read_text("utf-8"))["stateful_callbacks"]
     assert saved["EarlyStoppingCallback"]["attributes"]["early_stopping_patience_counter"] == 1

@@ -224,3 +224,21 @@ def test_bfloat16_training_runs_the_response_only_head(tmp_path):
     res = train_from_config(cfg)
     assert res.steps == 2 and res.train_loss_first == pytest.approx(5.56, abs=0.15)
     assert next(res.model.get_base_model().parameters()).dtype == torch.bfloat16
+
+
+def test_train_refuses_a_dev_sentence_that_is_also_in_train(tmp_path, capsys):
+    """The dev loss picks the best checkpoint: a dev sentence seen in training makes it a memory test.
+    `lorakit train` refuses, naming both files and lines, before any model is loaded."""
+    from lorakit_nb.cli import main
+
+    d = _write_data(tmp_path)
+    dev = d / "dev.csv"
+    first_train = (d / "train.csv").read_text("utf-8").splitlines()[1]
+    dev.write_text(dev.read_text("utf-8") + first_train.replace("!", "！") + "\n", "utf-8")  # NFKC: same sentence
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("base_model: tiny-gemma\ntrain_data_dir: wu\nlora_rank: 2\nbatch_size: 3\nepochs: 1\n"
+                   "output_dir: out\n", "utf-8")
+    assert main(["train", "--config", str(cfg)]) == 1
+    err = capsys.readouterr().err
+    assert "dev.csv, line" in err and "train.csv, line 2" in err and "one split only" in err
+    assert not (tmp_path / "out").exists()
