@@ -42,6 +42,9 @@ def test_papermill_understands_every_parameter(notebook):
 
 
 MAX_LOGIC_LINES = 15
+# Notebooks whose long cells are not yet moved into the package: the number of over-limit cells may only go
+# down (a ratchet). Remove the entry when the notebook reaches zero. Every other notebook must have none.
+STILL_LONG = {"05_ship_it.ipynb": 12}
 
 
 def logic_lines(source: str) -> int:
@@ -63,4 +66,7 @@ def test_code_cells_are_short(notebook):
     long = [(i, logic_lines("".join(c["source"]))) for i, c in enumerate(nb["cells"])
             if c["cell_type"] == "code" and not "".join(c["source"]).startswith("# Colab only")]
     long = [(i, n) for i, n in long if n > MAX_LOGIC_LINES]
-    assert not long, f"{notebook.name}: cells (index, logic lines) over {MAX_LOGIC_LINES}: {long}"
+    allowed = STILL_LONG.get(notebook.name, 0)
+    assert len(long) <= allowed, f"{notebook.name}: cells (index, logic lines) over {MAX_LOGIC_LINES}: {long}"
+    if allowed:
+        assert len(long) == allowed, f"{notebook.name}: {len(long)} long cells left: lower STILL_LONG to {len(long)}"
