@@ -206,8 +206,8 @@ def check_05(m):
     assert {"seed2_qps_hundreds", "seed2_latency_300ms", "seed2_qps_and_latency", "seed2_text_qps_latency",
             "seed1_are_you_happy_today"} <= set(claims)
     best_rps = max(r["clips_per_s"] for r in m["load"])
-    assert claims["seed2_qps_hundreds"]["verdict"] == ("holds" if best_rps >= 100 else "wrong")
-    assert claims["seed2_latency_300ms"]["verdict"] == ("holds" if m["p95_ms_c1"] <= 300 else "wrong")
+    assert claims["seed2_qps_hundreds"]["verdict"] == ("holds" if best_rps >= 100 else "not comparable")
+    assert claims["seed2_latency_300ms"]["verdict"] == ("holds" if m["p95_ms_c1"] <= 300 else "not comparable")
     # the Wu models on llama.cpp: routed by name, strength per request, scoring what notebook 02 scored
     assert m["text_on_llamacpp"] and {"gemma-3-270m", "wu-mandarin", "wu-english"} <= set(m["text_models"])
     assert all(mb < 0.2 * m["base_gguf_mb"] for mb in m["gguf_adapter_mb"].values())
