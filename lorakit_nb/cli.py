@@ -47,7 +47,7 @@ def _evaluate(args) -> None:
     if data.endswith(".csv"):
         from lorakit_nb.text.evaluate import evaluate_adapter, evaluate_base
     elif data.endswith((".jsonl", ".json")):
-        from lorakit_nb.speech.score import evaluate_manifest as evaluate_adapter
+        from lorakit_nb.export.score import evaluate_manifest as evaluate_adapter
         evaluate_base = evaluate_adapter  # a model name is scored zero-shot by the same function
     else:
         raise LorakitError(f"{args.data}: cannot tell the data type. Use a .csv of wu,mandarin,english "

@@ -133,11 +133,10 @@ def ct2_transcribe(ct2_model, processor, audios, *, batch_size: int = 8, per_sec
 
 
 def shipped_window(ct2_dir) -> int:
-    """The audio window (seconds) an export was trained with (``speech.score.recorded_window``), else 30."""
-    from lorakit_nb.speech.score import recorded_window
-    from lorakit_nb.speech.window import FULL_WINDOW_SECONDS
+    """The audio window (seconds) an export was trained with, else 30 (``speech.window.window_of``)."""
+    from lorakit_nb.speech.window import window_of
 
-    return int(recorded_window(Path(ct2_dir)) or FULL_WINDOW_SECONDS)
+    return window_of(ct2_dir)
 
 
 def faster_whisper_transcribe(ct2_dir, audios, *, compute_type: str = "int8", language: str = "zh",

@@ -9,7 +9,7 @@ Covers:
 - ``write_model_card`` (README.md of an export folder), ``dir_bytes`` / ``weights_bytes`` (size on disk).
 
 Does NOT cover: the cost of the other merge recipes (``qlora_merge.py``), CTranslate2 conversion,
-parity and speed (``export/ct2.py``), scoring a manifest (``speech/score.py``), training.
+parity and speed (``export/ct2.py``), scoring a manifest (``export/score.py``), training.
 """
 from __future__ import annotations
 

@@ -1,5 +1,8 @@
 """Score any Whisper on any speech manifest and keep the evidence: ``lorakit evaluate --data X.jsonl``.
 
+It lives in the export stage because it scores every form a model takes by then, the CTranslate2 export
+included (stage 03 code never imports stage 04's).
+
 Covers: ``read_predictions`` (transcripts a run saved), ``load_for_eval`` (a model name, a merged
 folder, a peft adapter folder or a CTranslate2 folder -> something that transcribes, at a window that
 fits the clips) and ``evaluate_manifest`` (transcribe every row, corpus CER with its counts,
@@ -16,20 +19,10 @@ import time
 from pathlib import Path
 
 from lorakit_nb.errors import ExportError
-from lorakit_nb.io import ExportSidecar, SpeechSidecar
+from lorakit_nb.io import SpeechSidecar
 from lorakit_nb.speech.window import FULL_WINDOW_SECONDS as MAX_SECONDS
-from lorakit_nb.speech.window import SAMPLE_RATE
+from lorakit_nb.speech.window import SAMPLE_RATE, window_of
 
-
-def recorded_window(folder: Path):
-    """The audio window a model was trained with, if its folder recorded it (adapter or export)."""
-    adapter, export = SpeechSidecar.load(folder), ExportSidecar.load(folder)
-    if adapter and adapter.audio_seconds:
-        return int(adapter.audio_seconds)
-    if export:
-        seconds = (export.trained_with or {}).get("audio_seconds") or export.audio_seconds
-        return int(seconds) if seconds else None
-    return None
 
 def load_for_eval(model_or_dir, *, longest_seconds: float, audio_seconds=None, base_model=None,
                   compute_type: str = "int8", quantize: bool | None = None):
@@ -48,7 +41,7 @@ def load_for_eval(model_or_dir, *, longest_seconds: float, audio_seconds=None, b
         model, processor = model_or_dir
         return "hf", model, processor, window_seconds(model)
     folder = Path(str(model_or_dir)).expanduser()
-    wanted = audio_seconds or (recorded_window(folder) if folder.is_dir() else None) or MAX_SECONDS
+    wanted = window_of(folder, override=audio_seconds) if folder.is_dir() else int(audio_seconds or MAX_SECONDS)
     seconds = min(MAX_SECONDS, max(int(wanted), math.ceil(longest_seconds)))
     if seconds != wanted:
         print(f"[lorakit] window widened from {wanted} s to {seconds} s to cover the longest clip "

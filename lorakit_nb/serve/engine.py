@@ -73,8 +73,7 @@ class Engine:
 
         from lorakit_nb.export.ct2 import load_ct2, prompt_ids
         from lorakit_nb.io import ExportSidecar
-        from lorakit_nb.speech.score import recorded_window
-        from lorakit_nb.speech.window import FULL_WINDOW_SECONDS, set_processor_window
+        from lorakit_nb.speech.window import set_processor_window, window_of
 
         folder = Path(model_dir).expanduser()
         if not folder.is_dir():
@@ -89,7 +88,7 @@ class Engine:
             raise ExportError(f"{folder}: cannot load the tokenizer/feature extractor ({e}); the folder needs "
                               "tokenizer.json and preprocessor_config.json, as export_ct2 writes") from None
         sidecar = ExportSidecar.load(folder)
-        self.window = int(audio_seconds or recorded_window(folder) or FULL_WINDOW_SECONDS)
+        self.window = window_of(folder, override=audio_seconds)
         set_processor_window(self.processor, self.window)
         trained = (sidecar.trained_with if sidecar else None) or {}
         self.language = language or trained.get("language") or "zh"

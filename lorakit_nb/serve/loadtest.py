@@ -139,10 +139,9 @@ def offline_baseline(model_dir, audios, *, batch_size: int = 8, threads: int | N
     from transformers import WhisperProcessor
 
     from lorakit_nb.export.ct2 import ct2_transcribe, load_ct2
-    from lorakit_nb.speech.score import recorded_window
-    from lorakit_nb.speech.window import FULL_WINDOW_SECONDS, SAMPLE_RATE, set_processor_window
+    from lorakit_nb.speech.window import SAMPLE_RATE, set_processor_window, window_of
 
-    window = recorded_window(model_dir) or FULL_WINDOW_SECONDS
+    window = window_of(model_dir)
     processor = WhisperProcessor.from_pretrained(model_dir)
     set_processor_window(processor, window)
     model = load_ct2(model_dir, compute_type, threads)

@@ -38,8 +38,8 @@ def _amp_dtype(cuda: bool):
 
 def _measure_here(kind, seconds, model_name, manifest, batch_size, steps, r, checkpointing, amp=False) -> dict:
     from lorakit_nb.speech.data import load_manifest, read_audio
-    from lorakit_nb.speech.train import WhisperCollator
     from lorakit_nb.speech.whisper import (
+        WhisperCollator,
         add_lora,
         enable_checkpointing,
         featurize,

@@ -1,9 +1,8 @@
 """Train a (Q)LoRA Whisper with HF ``Seq2SeqTrainer``; dev CER by ``generate()`` after every epoch.
 
-Covers: ``WhisperCollator`` (stack log-mels, pad labels with -100, drop a doubled start token),
-``DevCERCallback`` (greedy, capped transcription of the dev clips at each epoch end; it keeps a copy of
+Covers: ``DevCERCallback`` (greedy, capped transcription of the dev clips at each epoch end; it keeps a copy of
 the trainable weights of the epoch with the lowest dev CER), ``best_dev_entry`` (which epoch that is),
-and ``train_asr`` (which restores that epoch's adapter weights before it returns) which wires features, ``WhisperCollator``, ``Seq2SeqTrainingArguments`` and the
+and ``train_asr`` (which restores that epoch's adapter weights before it returns) which wires features, ``speech.whisper.WhisperCollator``, ``Seq2SeqTrainingArguments`` and the
 callbacks (``training.TimeBudgetCallback`` among them) together and returns the one ``TrainResult``
 (loss curve, dev-CER curve, training time) that ``training.run_trainer`` reads from the Trainer's log;
 optional per-epoch checkpoints and resuming an interrupted run from the newest of them.
@@ -14,39 +13,14 @@ saving the final adapter (the notebook does, ``io.save_adapter``), mixed precisi
 from __future__ import annotations
 
 import tempfile
-from dataclasses import dataclass
 
 import torch
 from transformers import TrainerCallback
 
 from lorakit_nb.errors import LorakitError
 from lorakit_nb.speech.evaluate import transcribe
+from lorakit_nb.speech.whisper import WhisperCollator
 from lorakit_nb.training import TimeBudgetCallback, TrainResult, resume_checkpoint, run_trainer
-
-
-@dataclass
-class WhisperCollator:
-    """Stack features, pad labels with -100 (ignored by the loss), drop a leading start token.
-
-    The model builds ``decoder_input_ids`` by shifting labels right and prepending
-    ``decoder_start_token_id`` (<|startoftranscript|>). The tokenizer already put that token first,
-    so if every row starts with it we drop it -- otherwise the decoder would see it twice.
-    Padding is found from the attention mask, not by token id: pad and end-of-text are the same
-    id (50257), and the real end-of-text must stay in the labels so the model learns to stop.
-    Example: labels [[S, zh, tr, nt, a, b, E], [S, zh, tr, nt, a, E]] ->
-             [[zh, tr, nt, a, b, E], [zh, tr, nt, a, E, -100]]
-    """
-
-    processor: object
-    decoder_start_token_id: int
-
-    def __call__(self, features: list[dict]) -> dict:
-        input_features = torch.stack([torch.as_tensor(f["input_features"]) for f in features])  # (b, mels, frames)
-        batch = self.processor.tokenizer.pad({"input_ids": [f["labels"] for f in features]}, return_tensors="pt")
-        labels = batch["input_ids"].masked_fill(batch["attention_mask"].ne(1), -100)  # (b, max_len)
-        if (labels[:, 0] == self.decoder_start_token_id).all():
-            labels = labels[:, 1:]
-        return {"input_features": input_features, "labels": labels}
 
 
 class DevCERCallback(TrainerCallback):

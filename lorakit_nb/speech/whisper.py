@@ -9,8 +9,9 @@ Covers:
   base, activation checkpointing (non-re-entrant); the hand formula for the trainable count.
 - ``try_task_type``: one training forward with a given peft ``task_type``, to show which ones work.
 - ``featurize`` / ``fit_window``: log-mel features + label ids; which clips fit the audio window.
+- ``WhisperCollator``: a batch of those features for training (labels padded with -100).
 
-Does NOT cover: the label collator, training loop and dev-CER callback (``speech/train.py``), generation
+Does NOT cover: the training loop and dev-CER callback (``speech/train.py``), generation
 and CER (``speech/evaluate.py``), step time and memory (``speech/cost.py``), reading audio or manifests
 (``speech/data.py``), converting the offline CTranslate2 pack (``models/ct2_reader.py``).
 
@@ -25,8 +26,10 @@ from __future__ import annotations
 
 import copy
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import numpy as np
+import torch
 from torch import nn
 
 from lorakit_nb.lora.quant import nf4_config
@@ -200,7 +203,6 @@ def try_task_type(model_name: str, features: list[dict], task_type: str | None, 
     import torch
     from peft import LoraConfig, get_peft_model
 
-    from lorakit_nb.speech.train import WhisperCollator
 
     model, processor = load_asr_model(model_name, audio_seconds=audio_seconds)
     kwargs = {} if task_type is None else {"task_type": task_type}
@@ -273,3 +275,28 @@ def fit_window(audios, texts, seconds: float):
     """
     keep = [i for i, a in enumerate(audios) if len(a) <= seconds * SAMPLE_RATE]
     return [audios[i] for i in keep], [texts[i] for i in keep], len(audios) - len(keep)
+
+
+@dataclass
+class WhisperCollator:
+    """Stack features, pad labels with -100 (ignored by the loss), drop a leading start token.
+
+    The model builds ``decoder_input_ids`` by shifting labels right and prepending
+    ``decoder_start_token_id`` (<|startoftranscript|>). The tokenizer already put that token first,
+    so if every row starts with it we drop it -- otherwise the decoder would see it twice.
+    Padding is found from the attention mask, not by token id: pad and end-of-text are the same
+    id (50257), and the real end-of-text must stay in the labels so the model learns to stop.
+    Example: labels [[S, zh, tr, nt, a, b, E], [S, zh, tr, nt, a, E]] ->
+             [[zh, tr, nt, a, b, E], [zh, tr, nt, a, E, -100]]
+    """
+
+    processor: object
+    decoder_start_token_id: int
+
+    def __call__(self, features: list[dict]) -> dict:
+        input_features = torch.stack([torch.as_tensor(f["input_features"]) for f in features])  # (b, mels, frames)
+        batch = self.processor.tokenizer.pad({"input_ids": [f["labels"] for f in features]}, return_tensors="pt")
+        labels = batch["input_ids"].masked_fill(batch["attention_mask"].ne(1), -100)  # (b, max_len)
+        if (labels[:, 0] == self.decoder_start_token_id).all():
+            labels = labels[:, 1:]
+        return {"input_features": input_features, "labels": labels}

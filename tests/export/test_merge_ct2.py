@@ -1,4 +1,4 @@
-"""Tests for export.merge (adapter, merge, model card), export.qlora_merge, export.ct2 and speech.score on tiny-whisper.
+"""Tests for export.merge (adapter, merge, model card), export.qlora_merge, export.ct2 and export.score on tiny-whisper.
 
 tiny-whisper: d_model 64, 2 encoder + 2 decoder layers, 4 heads, random weights (seconds to build).
 Every LoRA here gets a NON-ZERO B: at init B = 0 and "merged == unmerged" would hold trivially.
@@ -335,8 +335,8 @@ def test_evaluate_manifest_json(ct2_ready, tmp_path):
     corpus cer = total edits / total ref chars. The first test sentence 下个季度的目标是用户翻一番
     has 13 characters and no punctuation, so its normalized form is itself and ref_chars is 13.
     CT2 float32 must give the same transcripts as transformers at the same window."""
+    from lorakit_nb.export.score import evaluate_manifest
     from lorakit_nb.metrics import normalize_zh
-    from lorakit_nb.speech.score import evaluate_manifest
 
     manifest, rows = _tiny_manifest(tmp_path)
     out = evaluate_manifest(str(ct2_ready["merged"]), manifest, tmp_path / "hf.json", audio_seconds=5)
@@ -400,7 +400,7 @@ def test_read_predictions_formats(tmp_path):
     """Notebook 03 writes {"rows": [{"reference", "zero_shot", "hypothesis"}, ...]}; a plain list of
     strings is one system's hypotheses. Rows for other clips, a wrong count or a field a plain list
     cannot have are refused with ExportError."""
-    from lorakit_nb.speech.score import read_predictions
+    from lorakit_nb.export.score import read_predictions
 
     rows = [{"reference": "你好", "zero_shot": "妳好", "hypothesis": "你好"},
             {"reference": "再见", "zero_shot": "在見", "hypothesis": "再见"}]

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from lorakit_nb.export.score import load_for_eval
 from lorakit_nb.io import SpeechSidecar, save_adapter
 from lorakit_nb.lora.layer import trainable_parameters
 from lorakit_nb.speech.cost import measure_step
@@ -20,10 +21,10 @@ from lorakit_nb.speech.evaluate import (
     max_new_tokens_for,
     transcribe,
 )
-from lorakit_nb.speech.score import load_for_eval
-from lorakit_nb.speech.train import WhisperCollator, train_asr
+from lorakit_nb.speech.train import train_asr
 from lorakit_nb.speech.whisper import (
     ALL_TARGETS,
+    WhisperCollator,
     add_lora,
     featurize,
     load_asr_model,
@@ -227,7 +228,7 @@ def test_every_whisper_entry_point_puts_a_qlora_adapter_on_nf4(tmp_path, monkeyp
     import bitsandbytes as bnb
 
     from lorakit_nb import cli
-    from lorakit_nb.speech import score
+    from lorakit_nb.export import score
 
     model, processor = load_asr_model("tiny-whisper", quantize=True, audio_seconds=2)
     model = add_lora(model, r=4, alpha=8, checkpointing=False)
