@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lorakit_nb.lora.layer import LoRALinear, copy_lora_weights
+from lorakit_nb.lora.layer import LoRALinear, copy_lora_weights, inject_lora
 
 
 class DoRALinear(LoRALinear):
@@ -91,18 +91,14 @@ class DoRALinear(LoRALinear):
             self.base.weight.copy_(self.base.weight / g[:, None] - self.delta_weight())
             self.merged, self._merged_norm = False, None
 
-    def merged_linear(self) -> nn.Linear:
-        """A plain nn.Linear holding W' (the bias unchanged): what `merge_and_unload` leaves."""
-        out = nn.Linear(self.base.in_features, self.base.out_features, bias=self.base.bias is not None,
-                        dtype=self.base.weight.dtype)
-        with torch.no_grad():
-            out.weight.copy_(self.merged_weight())
-            if self.base.bias is not None:
-                out.bias.copy_(self.base.bias)
-        return out
-
     def extra_repr(self) -> str:
         return super().extra_repr() + ", dora=True"
+
+
+def inject_dora(model: nn.Module, target_modules=("q_proj", "v_proj"), r: int = 8, alpha: float = 16,
+                dropout: float = 0.0, use_rslora: bool = False) -> list[str]:
+    """`layer.inject_lora` with DoRALinear layers. Example: inject_dora(model, ["q_proj"], r=4) -> ["q_proj"]"""
+    return inject_lora(model, target_modules, r, alpha, dropout, use_rslora, layer_cls=DoRALinear)
 
 
 @torch.no_grad()

@@ -7,7 +7,7 @@ the pretrained model, not from a perturbed one. rsLoRA replaces alpha / r by alp
 update's scale does not shrink as the rank grows.
 
 Covers: `LoRALinear` (same initialisation, dropout placement and scaling as peft's `lora.Linear`),
-`inject_lora` (swap named nn.Linear modules; DoRA layers from `lora/dora.py` with use_dora=True),
+`inject_lora` (swap named nn.Linear modules; `lora.dora.inject_dora` does the same with DoRA layers),
 merge/unmerge, `copy_lora_weights` between this layer and peft's, and parameter counting from real
 module shapes.
 Does not: quantize (see peft + bitsandbytes in notebook 03), handle Conv/Embedding layers, or manage
@@ -76,12 +76,16 @@ class LoRALinear(nn.Module):
             self.base.weight -= self.delta_weight()
             self.merged = False
 
+    def merged_weight(self) -> torch.Tensor:
+        """W0 + ΔW, shape (d_out, d_in): what merging leaves in the Linear (a variant overrides only this)."""
+        return self.base.weight.detach().clone() if self.merged else self.base.weight + self.delta_weight()
+
     def merged_linear(self) -> nn.Linear:
-        """A plain nn.Linear holding W0 + ΔW: what `merge_and_unload` leaves behind."""
+        """A plain nn.Linear holding `merged_weight()`: what `merge_and_unload` leaves behind."""
         out = nn.Linear(self.base.in_features, self.base.out_features, bias=self.base.bias is not None,
                         dtype=self.base.weight.dtype)
         with torch.no_grad():
-            out.weight.copy_(self.base.weight if self.merged else self.base.weight + self.delta_weight())
+            out.weight.copy_(self.merged_weight())
             if self.base.bias is not None:
                 out.bias.copy_(self.base.bias)
         return out
@@ -96,17 +100,14 @@ def _matches(name: str, targets) -> bool:
 
 
 def inject_lora(model: nn.Module, target_modules=("q_proj", "v_proj"), r: int = 8, alpha: float = 16,
-                dropout: float = 0.0, use_rslora: bool = False, use_dora: bool = False) -> list[str]:
+                dropout: float = 0.0, use_rslora: bool = False, layer_cls=None) -> list[str]:
     """Freeze `model` and replace every nn.Linear whose name ends in a target by a LoRALinear
-    (a `lora.dora.DoRALinear` when `use_dora`).
+    (or by `layer_cls`, a subclass taking the same arguments: `lora.dora.inject_dora` passes DoRALinear).
 
     Returns the replaced module names. Raises if nothing matched (a typo in target_modules is the
     usual cause, so the error lists the Linear names that do exist).
     """
-    if use_dora:
-        from lorakit_nb.lora.dora import DoRALinear as layer_cls  # dora.py builds on this module
-    else:
-        layer_cls = LoRALinear
+    layer_cls = layer_cls or LoRALinear
     for p in model.parameters():
         p.requires_grad_(False)
     replaced = []

@@ -14,8 +14,8 @@ from peft import LoraConfig, get_peft_model
 from torch import nn
 
 import lorakit_nb.lora.dora as dora_module
-from lorakit_nb.lora.dora import DoRALinear, copy_dora_weights
-from lorakit_nb.lora.layer import inject_lora, merge_lora
+from lorakit_nb.lora.dora import DoRALinear, copy_dora_weights, inject_dora
+from lorakit_nb.lora.layer import merge_lora
 from lorakit_nb.lora.lowrank import update_norm_vs_rank
 
 D_IN, D_OUT, R, ALPHA = 12, 10, 4, 8
@@ -168,11 +168,11 @@ def test_merge_and_unmerge_equal_peft(use_rslora):
     assert (merged_ours.weight - w0).abs().max() > 0.1, "the merged weight really differs from W0"
 
 
-def test_inject_lora_use_dora_matches_peft():
+def test_inject_dora_matches_peft():
     torch.manual_seed(3)
     model = nn.ModuleDict({"q_proj": nn.Linear(D_IN, D_OUT), "v_proj": nn.Linear(D_IN, D_OUT)})
     peft_base = copy.deepcopy(model)
-    assert sorted(inject_lora(model, ["q_proj", "v_proj"], r=R, alpha=ALPHA, use_dora=True)) == ["q_proj", "v_proj"]
+    assert sorted(inject_dora(model, ["q_proj", "v_proj"], r=R, alpha=ALPHA)) == ["q_proj", "v_proj"]
     assert all(isinstance(model[n], DoRALinear) for n in ("q_proj", "v_proj"))
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     assert trainable == 2 * (R * (D_IN + D_OUT) + D_OUT)  # A, B and one magnitude per output row
