@@ -1,7 +1,7 @@
 """Why low rank works: SVD of a weight update, and a small "LoRA vs full fine-tuning" fit.
 
 Covers: `svd_reconstruction_error` (best rank-k approximation error, Eckart–Young), `low_rank` (that best
-rank-k matrix), `make_low_rank_task`
+rank-k matrix), `best_rank_mse` (the lowest regression MSE any rank-k update can reach), `make_low_rank_task`
 (a linear regression whose true update has a known rank), `fit_linear` (train full or LoRA on it) and
 `update_norm_vs_rank` (how big the update s·B A is as the rank grows, with alpha / r or rsLoRA's alpha / sqrt(r)).
 Does not: say anything about real LLM updates beyond what notebook 01 measures on its toy example.
@@ -35,6 +35,15 @@ def low_rank(delta: torch.Tensor, k: int) -> torch.Tensor:
     """
     u, s, vh = torch.linalg.svd(delta.float(), full_matrices=False)
     return (u[:, :k] * s[:k]) @ vh[:k]
+
+
+def best_rank_mse(x: torch.Tensor, delta: torch.Tensor, ranks) -> dict[int, float]:
+    """For each k in `ranks`: the MSE left on the outputs x @ delta.T by delta's best rank-k part, `low_rank`.
+
+    This is what a rank-k update that learned the SVD's truncation of `delta` leaves on the data.
+    Example: x = eye(2), delta = diag(3, 4) -> {1: 2.25, 2: 0.0} (rank 1 keeps the 4, misses the 3: 3² over 2 × 2 entries).
+    """
+    return {k: (x @ (delta - low_rank(delta, k)).T).pow(2).mean().item() for k in ranks}
 
 
 def make_low_rank_task(d_in: int = 64, d_out: int = 64, true_rank: int = 4, n: int = 2048, seed: int = 0):

@@ -2,6 +2,7 @@
 
 Covers the memory that scales with parameters: weights, gradients and Adam's two moment buffers,
 for full fine-tuning, LoRA and QLoRA (NF4 with double quantization).
+`memory_report` prints the per-method table notebook 01 shows for a real model's shapes.
 Does not: model activations (they scale with batch x sequence length and are what gradient
 checkpointing trades for compute), CUDA context, allocator fragmentation, or paged optimizers.
 
@@ -74,6 +75,24 @@ def memory_table(linear_params: int, other_params: int, lora_trainable: int, dty
         est = estimate_memory(linear_params, other_params, method, trainable, dtype)
         rows.append({"method": method, **{k: round(v / GIB, 3) for k, v in est.items()}})
     return rows
+
+
+def memory_report(name: str, model: nn.Module, lora_trainable: int, dtype: str = "bf16") -> tuple[list[dict], str]:
+    """`memory_table` for `model`'s shapes, and the text table to print: (rows, text).
+
+    Example: a Linear(4, 4) without bias and 8 LoRA parameters ->
+    text "m: 0.000 B parameters (100% in Linear layers), LoRA trainable 8; bf16, GiB, activations excluded"
+    then a header line and one line per method (full, lora, qlora); rows as `memory_table` returns them.
+    """
+    sp = split_params(model)
+    lines = [f"{name}: {sp['total'] / 1e9:.3f} B parameters ({sp['linear'] / sp['total']:.0%} in Linear layers), "
+             f"LoRA trainable {lora_trainable:,}; {dtype}, GiB, activations excluded",
+             f"  {'method':<7}{'weights':>9}{'grads':>9}{'Adam':>9}{'total':>9}"]
+    rows = memory_table(sp["linear"], sp["other"], lora_trainable, dtype=dtype)
+    for row in rows:
+        lines.append(f"  {row['method']:<7}{row['weights']:>9.2f}{row['gradients']:>9.2f}{row['optimizer']:>9.2f}"
+                     f"{row['total']:>9.2f}")
+    return rows, "\n".join(lines)
 
 
 def _measure_here(method: str, width: int, blocks: int) -> dict:

@@ -38,3 +38,15 @@ def test_split_params_counts_tied_weights_once():
 def test_unknown_method():
     with pytest.raises(ValueError, match="full"):
         estimate_memory(1, 1, "adapter")
+
+
+def test_memory_report_prints_one_line_per_method():
+    """A Linear(4, 4) without bias: 16 Linear parameters, table rows full, lora, qlora."""
+    from lorakit_nb.lora.memory import memory_report, memory_table
+
+    rows, text = memory_report("m", nn.Linear(4, 4, bias=False), lora_trainable=8)
+    assert rows == memory_table(16, 0, 8, dtype="bf16")
+    lines = text.splitlines()
+    assert lines[0] == "m: 0.000 B parameters (100% in Linear layers), LoRA trainable 8; bf16, GiB, activations excluded"
+    assert lines[1].split() == ["method", "weights", "grads", "Adam", "total"]
+    assert [line.split()[0] for line in lines[2:]] == ["full", "lora", "qlora"]
