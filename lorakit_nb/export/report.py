@@ -18,6 +18,7 @@ from pathlib import Path
 
 from lorakit_nb.errors import ExportError
 from lorakit_nb.export.merge import LICENCES, write_model_card
+from lorakit_nb.io import write_text_atomic
 
 ENGINES = ("hf_fp32", "ct2_float32", "ct2_int8")
 WHISPER_NOTES = ("CER after lorakit_nb.metrics.normalize_zh (Traditional->Simplified, numbers as spoken Chinese, "
@@ -39,8 +40,8 @@ def subset_manifests(manifests: dict, out_dir, n: int) -> dict:
     for split, path in manifests.items():
         rows = load_manifest(path)[:n]
         written[split] = out_dir / f"{split}.jsonl"
-        written[split].write_text("".join(json.dumps({"audio": r["audio"], "text": r["text"]}, ensure_ascii=False)
-                                          + "\n" for r in rows), encoding="utf-8")
+        write_text_atomic(written[split], "".join(json.dumps({"audio": r["audio"], "text": r["text"]},
+                                                             ensure_ascii=False) + "\n" for r in rows))
     return written
 
 
