@@ -54,8 +54,8 @@ class DevCERCallback(TrainerCallback):
                  "partial": partial}
         state.log_history.append(entry)  # training.run_trainer reads dev_history from the Trainer's log
         print(f"epoch {entry['epoch']:.2f} (step {entry['step']}): dev CER {entry['dev_cer']:.3f}", flush=True)
-        if self.best_entry is None or entry["dev_cer"] < self.best_entry["dev_cer"]:
-            self.best_entry = dict(entry)
+        if best_dev_entry([e for e in (self.best_entry, entry) if e is not None]) is entry:  # the one rule
+            self.best_entry = entry
             self.best_state = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
 
 
