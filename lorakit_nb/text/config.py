@@ -13,6 +13,8 @@ Paths in a config file (data files, `output_dir`, a local `base_model`) are reso
 FOLDER OF THE CONFIG FILE, not the current directory, so a config works from anywhere. Overrides passed
 in Python (`load_config(path, output_dir="runs/02")`) are taken relative to the current directory.
 
+Field types are declared once, as TrainConfig's annotations; `_coerce` reads them. The allowed values
+and the combinations that cannot work are `text/config_rules.py`.
 Does not: load models or data (see `models/resolve.py`, `text/data.py`) or train (see `text/train.py`).
 
 Example:
@@ -24,20 +26,17 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
 from lorakit_nb.errors import ConfigError
+from lorakit_nb.text.config_rules import TASK_TYPES, check_values, where
 from lorakit_nb.text.data import PROMPT_TEMPLATES
 
-TASK_TYPES = {"text-generation": "CAUSAL_LM", "causal_lm": "CAUSAL_LM", "causal-lm": "CAUSAL_LM"}
-QUANTIZATION = ("none", "8bit", "4bit")
-# init_lora_weights values peft takes without extra data: True = A random, B = 0 (output = base at step 0);
-# False = B random too (a test setting); pissa / pissa_niter_N / olora move the top singular (QR) directions
-# of each base weight into A, B and leave the residual in the base.
-INIT_LORA = (True, False, "gaussian", "pissa", "pissa_niter_N", "olora")
 ALL_LINEAR = "all-linear"  # peft's shorthand: every nn.Linear except the output head
 # Spellings people write for the same key (lora-scripts and peft names) -> the field name here.
 ALIASES = {"lora_dropout": "dropout", "num_train_epochs": "epochs", "lr": "learning_rate", "rank": "lora_rank",
@@ -112,59 +111,70 @@ class TrainConfig:
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig) if f.name != "source"}
-_INT = {"lora_rank", "batch_size", "gradient_accumulation_steps", "max_steps", "max_seq_length", "save_steps",
-        "save_total_limit", "logging_steps", "early_stopping_patience", "seed", "max_train_examples", "num_threads"}
-_FLOAT = {"lora_alpha", "dropout", "epochs", "learning_rate", "warmup_ratio", "weight_decay", "loraplus_lr_ratio"}
-_BOOL = {"response_only_logits", "use_dora", "use_rslora"}
+# The field types, read from TrainConfig's annotations (the one place they are declared): "float | None"
+# -> ({float}, nullable). target_modules and init_lora_weights take two forms each and have parsers below.
+_HINTS = typing.get_type_hints(TrainConfig)
 
 
-def _where(source, lines, key) -> str:
-    line = lines.get(key)
-    return f"{source or '<config>'}" + (f", line {line}" if line else "")
+def _field_type(key: str) -> tuple[set, bool]:
+    """(the non-None types of a field, whether null is allowed). Example: "loraplus_lr_ratio" -> ({float}, True)."""
+    hint = _HINTS[key]
+    args = set(typing.get_args(hint)) if isinstance(hint, types.UnionType) else {hint}
+    return args - {type(None)}, type(None) in args
 
 
-def _coerce(key, value, where):
-    """Turn a YAML value into the field's type. Example: ("learning_rate", "1e-4") -> 0.0001."""
-    if key in _INT:
-        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-            raise ConfigError(f"{where}: `{key}` must be a whole number, got {value!r}.")
-        try:
-            number = float(value)
-        except ValueError:
-            raise ConfigError(f"{where}: `{key}` must be a whole number, got {value!r}.") from None
-        if number != int(number):
-            raise ConfigError(f"{where}: `{key}` must be a whole number, got {value!r}.")
-        return int(number)
-    if key == "loraplus_lr_ratio" and value is None:  # null: LoRA+ off
+def _number(key, value, at, kind: type):
+    # PyYAML follows YAML 1.1: `1e-4` (no dot) is a string, `1.0e-4` a float. Accept both.
+    what = "a whole number" if kind is int else "a number like 1e-4"
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ConfigError(f"{at}: `{key}` must be {what}, got {value!r}.")
+    try:
+        number = float(value)
+    except ValueError:
+        raise ConfigError(f"{at}: `{key}` must be {what}, got {value!r}.") from None
+    if kind is float:
+        return number
+    if number != int(number):
+        raise ConfigError(f"{at}: `{key}` must be {what}, got {value!r}.")
+    return int(number)
+
+
+def _target_modules(value, at):
+    if isinstance(value, str) and value.strip().lower() == ALL_LINEAR:
+        return ALL_LINEAR
+    if isinstance(value, str):
+        value = [m.strip() for m in value.split(",") if m.strip()]
+    if not isinstance(value, list) or not value or not all(isinstance(m, str) for m in value):
+        raise ConfigError(f"{at}: `target_modules` must be a list of layer names like [q_proj, v_proj] "
+                          "or the string all-linear.")
+    if any(m.lower().replace("_", "-") == ALL_LINEAR for m in value):
+        raise ConfigError(f"{at}: `target_modules: {value}`: all-linear is peft's shorthand on its own, "
+                          "not a layer name; write `target_modules: all-linear` (no brackets, no other names).")
+    return value
+
+
+def _init_lora(value, at):
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):  # a quoted "true", a CLI override
+        return value.strip().lower() == "true"
+    return value.strip().lower() if isinstance(value, str) else value  # allowed values: config_rules
+
+
+_PARSERS = {"target_modules": _target_modules, "init_lora_weights": _init_lora}
+
+
+def _coerce(key, value, at):
+    """Turn a YAML value into the field's annotated type. Example: ("learning_rate", "1e-4") -> 0.0001."""
+    if key in _PARSERS:
+        return _PARSERS[key](value, at)
+    kinds, nullable = _field_type(key)
+    if value is None and nullable:
         return None
-    if key in _FLOAT:
-        # PyYAML follows YAML 1.1: `1e-4` (no dot) is a string, `1.0e-4` a float. Accept both.
-        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-            raise ConfigError(f"{where}: `{key}` must be a number, got {value!r}.")
-        try:
-            return float(value)
-        except ValueError:
-            raise ConfigError(f"{where}: `{key}` must be a number like 1e-4, got {value!r}.") from None
-    if key == "target_modules":
-        if isinstance(value, str) and value.strip().lower() == ALL_LINEAR:
-            return ALL_LINEAR
-        if isinstance(value, str):
-            value = [m.strip() for m in value.split(",") if m.strip()]
-        if not isinstance(value, list) or not value or not all(isinstance(m, str) for m in value):
-            raise ConfigError(f"{where}: `target_modules` must be a list of layer names like [q_proj, v_proj] "
-                              "or the string all-linear.")
-        if any(m.lower().replace("_", "-") == ALL_LINEAR for m in value):
-            raise ConfigError(f"{where}: `target_modules: {value}`: all-linear is peft's shorthand on its own, "
-                              "not a layer name; write `target_modules: all-linear` (no brackets, no other names).")
-        return value
-    if key == "init_lora_weights":
-        if isinstance(value, str) and value.strip().lower() in ("true", "false"):  # a quoted "true", a CLI override
-            return value.strip().lower() == "true"
-        return value.strip().lower() if isinstance(value, str) else value
-    if key in _BOOL:
+    if kinds == {bool}:
         if not isinstance(value, bool):
-            raise ConfigError(f"{where}: `{key}` must be true or false, got {value!r}.")
+            raise ConfigError(f"{at}: `{key}` must be true or false, got {value!r}.")
         return value
+    if kinds in ({int}, {float}):
+        return _number(key, value, at, kinds.pop())
     if value is not None and not isinstance(value, str):
         value = str(value)
     return value
@@ -182,16 +192,16 @@ def config_from_dict(raw: dict, base_dir=None, source=None, lines=None, check_fi
         raise ConfigError(f"{source or '<config>'}: a config must be a YAML mapping of `key: value` lines.")
     values = {}
     for key, value in raw.items():
-        where = _where(source, lines, key)
+        at = where(source, lines, key)
         name = ALIASES.get(key, key)
         if name not in _FIELDS:
             valid = sorted(set(_FIELDS) | set(ALIASES))
             near = difflib.get_close_matches(str(key), valid, n=1, cutoff=0.5)
             hint = f" - did you mean `{near[0]}`?" if near else ""
-            raise ConfigError(f"{where}: unknown key `{key}`{hint} Valid keys: {', '.join(sorted(_FIELDS))}.")
+            raise ConfigError(f"{at}: unknown key `{key}`{hint} Valid keys: {', '.join(sorted(_FIELDS))}.")
         if name in values:
-            raise ConfigError(f"{where}: `{key}` sets `{name}` a second time; keep one of them.")
-        values[name] = _coerce(name, value, where)
+            raise ConfigError(f"{at}: `{key}` sets `{name}` a second time; keep one of them.")
+        values[name] = _coerce(name, value, at)
     base = Path(base_dir) if base_dir is not None else Path.cwd()
     for key in PATH_KEYS:
         if values.get(key):
@@ -200,7 +210,7 @@ def config_from_dict(raw: dict, base_dir=None, source=None, lines=None, check_fi
     if model and (_looks_like_path(model) or (base / model).exists()):  # a local folder or file, not a name
         values["base_model"] = str((base / Path(model).expanduser()).resolve())
     cfg = TrainConfig(**values, source=str(source) if source else None)
-    _check_values(cfg, lines)
+    check_values(cfg, lines)
     if check_files:
         check_inputs(cfg, lines)
     return cfg
@@ -209,62 +219,6 @@ def config_from_dict(raw: dict, base_dir=None, source=None, lines=None, check_fi
 def _looks_like_path(name: str) -> bool:
     # "./models/x", "/abs/x", "~/x", "x.gguf" are files; "gemma-3-270m" and "Qwen/Qwen2.5-0.5B" are names/ids
     return name.startswith((".", "/", "~")) or name.endswith((".bin", ".gguf", ".safetensors", ".pt"))
-
-
-def _check_values(cfg: TrainConfig, lines) -> None:
-    def fail(key, msg):
-        raise ConfigError(f"{_where(cfg.source, lines, key)}: {msg}")
-
-    if cfg.task_type.lower() not in TASK_TYPES:
-        fail("task_type", f"task_type {cfg.task_type!r} is not supported here; use \"text-generation\".")
-    if cfg.target not in PROMPT_TEMPLATES:
-        fail("target", f"target must be one of {sorted(PROMPT_TEMPLATES)}, got {cfg.target!r}.")
-    if cfg.quantization.lower() not in QUANTIZATION:
-        fail("quantization", f"quantization must be one of {QUANTIZATION}, got {cfg.quantization!r}.")
-    cfg.quantization = cfg.quantization.lower()
-    if cfg.dtype == "auto":  # resolved once, here, so the run and its saved config name the dtype used
-        from lorakit_nb.env import fast_dtype
-
-        cfg.dtype = fast_dtype()
-    if cfg.dtype not in ("float32", "bfloat16", "float16"):
-        fail("dtype", f"dtype must be float32, bfloat16, float16 or auto, got {cfg.dtype!r}.")
-    if cfg.prompt_template is not None and "{wu}" not in cfg.prompt_template:
-        fail("prompt_template", "prompt_template must contain {wu} where the Wu sentence goes.")
-    for key in ("lora_rank", "batch_size", "max_seq_length", "save_steps", "gradient_accumulation_steps"):
-        if getattr(cfg, key) < 1:
-            fail(key, f"`{key}` must be at least 1, got {getattr(cfg, key)}.")
-    if not 0 < cfg.learning_rate < 1:
-        fail("learning_rate", f"learning_rate {cfg.learning_rate} is outside (0, 1); LoRA uses ~1e-4 .. 1e-3.")
-    if not 0 <= cfg.dropout < 1:
-        fail("dropout", f"dropout must be in [0, 1), got {cfg.dropout}.")
-    if cfg.epochs <= 0 and cfg.max_steps <= 0:
-        fail("epochs", "set epochs > 0 (or max_steps > 0).")
-    _check_variant(cfg, fail)
-    if not (cfg.train_data_dir or cfg.metadata_path):
-        raise ConfigError(f"{cfg.source or '<config>'}: say where the data is: `train_data_dir: <folder with "
-                          "train.csv, dev.csv>` or `metadata_path: <train.csv>`.")
-
-
-def _check_variant(cfg: TrainConfig, fail) -> None:
-    """The adapter-variant keys: allowed values, and the combinations that cannot work (why in each message)."""
-    init = cfg.init_lora_weights
-    niter = isinstance(init, str) and init.startswith("pissa_niter_") and init[len("pissa_niter_"):].isdigit()
-    if not (isinstance(init, bool) or init in ("gaussian", "pissa", "olora") or niter):
-        allowed = ", ".join(str(v).lower() if isinstance(v, bool) else v for v in INIT_LORA)
-        fail("init_lora_weights", f"init_lora_weights must be one of {allowed} (N = SVD iterations, e.g. "
-             f"pissa_niter_4), got {init!r}.")
-    if cfg.reinitializes_base and cfg.quantization != "none":
-        fail("init_lora_weights", f"init_lora_weights: {init} rewrites the base weights as W - scaling * B A, "
-             f"which a {cfg.quantization} bitsandbytes base cannot hold exactly (peft refuses PiSSA on it; OLoRA "
-             "re-quantizes the residual, so step 0 no longer equals the base). Use quantization: none, or "
-             "init_lora_weights: true with QLoRA.")
-    if cfg.reinitializes_base and cfg.use_dora:
-        fail("init_lora_weights", f"init_lora_weights: {init} with use_dora: true cannot be saved: the kit saves "
-             "a PiSSA/OLoRA adapter converted to plain LoRA (so it loads on the unchanged base) and that "
-             "conversion keeps only lora_A/lora_B, not DoRA's magnitude vector. Drop one of the two.")
-    if cfg.loraplus_lr_ratio is not None and not cfg.loraplus_lr_ratio > 0:
-        fail("loraplus_lr_ratio", f"loraplus_lr_ratio must be > 0 (the LoRA+ paper uses 16), or null for "
-             f"plain LoRA; got {cfg.loraplus_lr_ratio}.")
 
 
 def data_files(cfg: TrainConfig) -> dict:
@@ -279,19 +233,19 @@ def data_files(cfg: TrainConfig) -> dict:
 def check_inputs(cfg: TrainConfig, lines=None) -> None:
     """Fail fast, before any model is loaded, when a data file or the base model cannot be found."""
     lines = lines or {}
-    where = cfg.source or "<config>"
+    src = cfg.source or "<config>"
     if cfg.train_data_dir and not Path(cfg.train_data_dir).is_dir():
-        raise ConfigError(f"{_where(where, lines, 'train_data_dir')}: train_data_dir {cfg.train_data_dir} is not "
+        raise ConfigError(f"{where(src, lines, 'train_data_dir')}: train_data_dir {cfg.train_data_dir} is not "
                           "a folder. Paths are relative to the config file's folder.")
     for split, path in data_files(cfg).items():
         key = {"train": "metadata_path", "dev": "eval_data_path", "test": "test_data_path"}[split]
         if path is not None and not path.is_file():
-            raise ConfigError(f"{_where(where, lines, key if key in lines else 'train_data_dir')}: {split} file "
+            raise ConfigError(f"{where(src, lines, key if key in lines else 'train_data_dir')}: {split} file "
                               f"{path} not found. Paths are relative to the config file's folder; set `{key}` "
                               "to point at it.")
     model = cfg.base_model
     if model.endswith(".bin") and "ggml" in Path(model).name:
-        raise ConfigError(f"{_where(where, lines, 'base_model')}: {model} is a GGML v3 file; transformers "
+        raise ConfigError(f"{where(src, lines, 'base_model')}: {model} is a GGML v3 file; transformers "
                           "cannot load it. Use a transformers folder, a .gguf file, an offline name such as "
                           "gemma-3-270m, or a hub id.")
     from lorakit_nb.models.resolve import ModelNotFoundError, resolve_model
@@ -299,7 +253,7 @@ def check_inputs(cfg: TrainConfig, lines=None) -> None:
     try:  # build=False: report a missing model now, convert an installed offline pack later, at load time
         resolve_model(model, build=False, quiet=True)
     except ModelNotFoundError as err:
-        raise ConfigError(f"{_where(where, lines, 'base_model')}: base_model {model!r} cannot be found: {err} "
+        raise ConfigError(f"{where(src, lines, 'base_model')}: base_model {model!r} cannot be found: {err} "
                           "(local paths are relative to the config file's folder)") from None
 
 
@@ -319,6 +273,11 @@ def load_config(path, check_files=True, **overrides) -> TrainConfig:
         raise ConfigError(f"{path}: not UTF-8 ({e}); save the file as UTF-8.") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    if not isinstance(raw, dict):
+        shape = "a list (lines starting with `- `)" if isinstance(raw, list) else f"a single {type(raw).__name__}"
+        raise ConfigError(f"{path}, line {node.start_mark.line + 1}: the top level is {shape}; a config is "
+                          "`key: value` lines. Fix: remove the leading `- ` so each line reads like "
+                          "`lora_rank: 8`.")
     # line of each top-level key, so messages can say "line 7"
     lines = {k.value: k.start_mark.line + 1 for k, _ in getattr(node, "value", []) if hasattr(k, "value")}
     for key, value in overrides.items():

@@ -203,6 +203,8 @@ def _training_args(cfg: TrainConfig, n_train: int, on_gpu: bool) -> TrainingArgu
     # Dev loss is computed at every checkpoint so the best one can be picked: every save_steps, or at
     # each epoch's end when an epoch is shorter than save_steps (so there is at least one per epoch).
     every = min(cfg.save_steps, steps_per_epoch)
+    # transformers 5 has no `warmup_ratio` argument: `warmup_steps` below 1 IS the ratio (ceil(ratio x total
+    # steps)), 1 or more a step count. config_rules keeps warmup_ratio in [0, 1), so it always means a ratio.
     return TrainingArguments(
         output_dir=cfg.output_dir, per_device_train_batch_size=cfg.batch_size,
         per_device_eval_batch_size=cfg.batch_size, gradient_accumulation_steps=cfg.gradient_accumulation_steps,

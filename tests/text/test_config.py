@@ -134,7 +134,7 @@ def test_shipped_configs_load():
 @pytest.mark.parametrize("capability, expected", [("AVX2", "float32"), ("AVX512", "bfloat16"), ("DEFAULT", "float32")])
 def test_dtype_auto_picks_bfloat16_only_where_the_cpu_has_avx512(monkeypatch, tmp_path, capability, expected):
     """`dtype: auto` becomes a concrete dtype when the config is read: on a CPU without AVX-512, torch
-    has no fast bfloat16 matmul (a gemma-3-270m LoRA step measured ~40x slower than float32), so float32."""
+    has no fast bfloat16 matmul, so float32 (no speed figure is claimed here: this test measures none)."""
     import torch
 
     from lorakit_nb import env
