@@ -17,7 +17,7 @@ Reported per variant: dev chrF (greedy, on the first `--dev-n` dev pairs; 0 = al
 median seconds per optimizer step (timed by a callback: step only, no evaluation), peak RSS during
 training (`meter.peak_bytes` after `meter.reset_peak` once the base is loaded; CUDA's peak on a GPU),
 adapter bytes on disk (PiSSA's is saved converted to plain LoRA of rank 2r, so twice the size), trainable
-parameters. The variant with the best dev chrF is chosen and then scored on test ONCE (`evaluate_adapter`).
+parameters. The variant with the best dev chrF is chosen and then scored on test ONCE (`evaluate_text_adapter`).
 
 Shortened: the config trains 3 epochs (87 steps at batch 8); here `--max-steps` defaults to 29, one
 epoch, with one dev-loss evaluation at its end. Not timed end to end; measured on 2 cores shared with
@@ -146,11 +146,11 @@ def main(argv=None) -> dict:
 
     # tune on dev, report on test once
     from lorakit_nb.text.config import data_files, load_config
-    from lorakit_nb.text.evaluate import evaluate_adapter
+    from lorakit_nb.text.evaluate import evaluate_text_adapter
 
     best = max(rows, key=lambda r: r["dev_chrf"])
     test_csv = data_files(load_config(args.config, check_files=False))["test"]
-    test = evaluate_adapter(best["adapter_dir"], test_csv)
+    test = evaluate_text_adapter(best["adapter_dir"], test_csv)
     print(f"chosen on dev: {best['variant']} (dev chrF {best['dev_chrf']:.1f} on {best['dev_n']} pairs) -> "
           f"test chrF {test['chrf']:.1f} on {test['n']} pairs (scored once)")
     result = {"max_steps": args.max_steps, "dev_n": best["dev_n"], "rows": rows, "chosen": best["variant"],

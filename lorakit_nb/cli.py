@@ -44,16 +44,18 @@ def _evaluate(args) -> None:
     if (args.adapter is None) == (args.model is None):
         raise LorakitError("give --adapter DIR (a trained adapter or export) or --model NAME (a base model, "
                            "for the baseline), not both and not neither")
-    if data.endswith(".csv"):
-        from lorakit_nb.text.evaluate import evaluate_adapter, evaluate_base
-    elif data.endswith((".jsonl", ".json")):
-        from lorakit_nb.export.score import evaluate_manifest as evaluate_adapter
-        evaluate_base = evaluate_adapter  # a model name is scored zero-shot by the same function
+    if data.endswith(".csv"):  # text: an adapter on its base, or a base alone (the baseline)
+        from lorakit_nb.text.evaluate import evaluate_text_adapter, evaluate_text_base
+
+        report = evaluate_text_adapter(args.adapter, args.data, args.out) if args.adapter else \
+            evaluate_text_base(args.model, args.data, args.out)
+    elif data.endswith((".jsonl", ".json")):  # speech: one function takes a name, an adapter or an export
+        from lorakit_nb.export.score import evaluate_manifest
+
+        report = evaluate_manifest(args.adapter or args.model, args.data, args.out)
     else:
         raise LorakitError(f"{args.data}: cannot tell the data type. Use a .csv of wu,mandarin,english "
                            "pairs (text) or a .jsonl manifest of {\"audio\", \"text\"} rows (speech).")
-    report = evaluate_adapter(args.adapter, args.data, args.out) if args.adapter else \
-        evaluate_base(args.model, args.data, args.out)
     score = "cer" if "cer" in report else "chrf"
     print(f"{args.adapter or args.model} on {args.data}: {score} {report[score]:.4g} ({report.get('n') or len(report.get('utterances', []))} rows)")
 
@@ -189,6 +191,14 @@ def main(argv=None) -> int:
         return 1
     except FileNotFoundError as exc:  # a path the user typed: one line naming it, no traceback
         print(f"lorakit {args.command}: {exc.filename or exc}: no such file or folder; check the path", file=sys.stderr)
+        return 1
+    except OSError as exc:  # disk full, read-only or forbidden output: io.write_error_line words it
+        from .io import write_error_line
+
+        line = write_error_line(exc)
+        if line is None:
+            raise
+        print(f"lorakit {args.command}: {line}", file=sys.stderr)
         return 1
     return 0
 

@@ -36,3 +36,7 @@ class ExportError(LorakitError, ValueError):
 
 class MissingFileError(LorakitError, FileNotFoundError):
     """A file or folder the user named is not there (the message says what was expected and how to make it)."""
+
+
+class AdapterError(LorakitError, ValueError):
+    """A saved LoRA adapter folder is broken (unreadable config, cut-short weights) or of the wrong kind."""

@@ -12,12 +12,17 @@ Covers:
   ``SpeechSidecar`` (``lorakit_asr.json``, next to a Whisper adapter: base, window, language, NF4),
   ``ExportSidecar`` (``lorakit_export.json``, in a merged or CTranslate2 folder: where it came from).
 - ``dir_bytes`` / ``weights_bytes``: sizes on disk.
+- ``write_error_line`` / ``ensure_writable``: the one place an OSError from writing (disk full, read-only
+  or forbidden folder) becomes the line a learner reads ("no space left on <path>" / "cannot write <path>").
+- ``read_adapter``: the one reader of a saved adapter folder (its config and tensor shapes, both files
+  checked, with one line naming the broken file) and ``adapter_kind`` (text or speech).
 
 Does not: decide what goes into a sidecar (the training and export code fill them), load models.
 """
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import os
 import shutil
@@ -38,6 +43,65 @@ def _jsonable(obj):
     raise TypeError(f"value of type {type(obj).__name__} is not JSON-serialisable")
 
 
+WRITE_ERRNOS = {errno.ENOSPC: "no space left on", errno.EDQUOT: "no space left (disk quota) on",
+                errno.EROFS: "cannot write", errno.EACCES: "cannot write", errno.EPERM: "cannot write"}
+
+
+def write_error_line(exc: BaseException) -> str | None:
+    """The learner's line for an OSError from writing (disk full, read-only, forbidden); None for others.
+
+    Example: OSError(errno.ENOSPC, "No space left on device", "runs/02/eval.json")
+      -> "no space left on runs/02/eval.json: free some disk space (or write elsewhere) and run it again"
+    """
+    if not isinstance(exc, OSError) or exc.errno not in WRITE_ERRNOS:
+        return None
+    where = exc.filename or "the output folder"
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        fix = "free some disk space (or write elsewhere) and run it again"
+    elif exc.errno == errno.EROFS:
+        fix = "it is on a read-only file system; choose an output folder you can write to"
+    else:
+        fix = "permission denied; choose an output folder you can write to"
+    return f"{WRITE_ERRNOS[exc.errno]} {where}: {fix}"
+
+
+def _raise_naming(exc: OSError, path: Path):
+    # a failed write/fsync carries no file name, a failed rename names the hidden temp file: name the target
+    if exc.errno in WRITE_ERRNOS and (exc.filename is None or Path(str(exc.filename)).name.startswith(".")):
+        raise OSError(exc.errno, exc.strerror or os.strerror(exc.errno), str(path)) from exc
+    raise exc
+
+
+@contextmanager
+def writing(path):
+    """Inside it, a disk-full / read-only OSError that names no file (or a hidden temp file) names ``path``.
+
+    For writers that cannot go through ``atomic_file`` (GGUFWriter opens its own file by name).
+    Example: ``with writing("runs/05/a.gguf"): writer.write_tensors_to_file()``
+    """
+    try:
+        yield
+    except OSError as exc:
+        _raise_naming(exc, Path(path))
+
+
+def ensure_writable(folder) -> Path:
+    """Create ``folder`` and prove a file can be written in it, before minutes of work go into it.
+
+    Raises the OSError (ENOSPC / EROFS / EACCES) naming ``folder``; ``write_error_line`` words it.
+    Example: ensure_writable("runs/02/mandarin") -> Path("runs/02/mandarin")
+    """
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".lorakit-write-test-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        _raise_naming(exc, folder)
+    return folder
+
+
 @contextmanager
 def atomic_file(path, mode: str = "w"):
     """Yield an open temp file next to ``path``; on success it is fsynced and renamed onto ``path``.
@@ -45,8 +109,11 @@ def atomic_file(path, mode: str = "w"):
     Example: ``with atomic_file("runs/03/test.jsonl") as f: f.write(...)``  (mode "wb" for bytes)
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        _raise_naming(exc, path)
     try:
         with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
             yield f
@@ -54,6 +121,9 @@ def atomic_file(path, mode: str = "w"):
             os.fsync(f.fileno())
         os.chmod(tmp, 0o644)  # mkstemp makes 0600; the kit's outputs are meant to be shared
         os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        _raise_naming(exc, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -83,11 +153,17 @@ def atomic_dir(target):
     Example: ``with atomic_dir("runs/04/merged") as tmp: model.save_pretrained(tmp)``
     """
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.partial-"))
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.partial-"))
+    except OSError as exc:
+        _raise_naming(exc, target)
     old = None
     try:
-        yield tmp
+        try:
+            yield tmp
+        except OSError as exc:
+            _raise_naming(exc, target)
         for f in [tmp, *tmp.rglob("*")]:  # mkdtemp makes 0700 (and some writers 0600): exports are shared
             os.chmod(f, 0o755 if f.is_dir() else 0o644)
         if target.exists():
@@ -170,6 +246,15 @@ class TrainSidecar(_Sidecar):
     prompt_template: str = ""
     target: str = ""
 
+    @classmethod
+    def from_config(cls, train_config: dict) -> TrainSidecar:
+        """The sidecar for a run's config dict: the three known keys as fields, the rest in ``extra``.
+
+        Example: TrainSidecar.from_config({"base_model": "gemma-3-270m", "lora_rank": 16}).extra -> {"lora_rank": 16}
+        """
+        rest = dict(train_config)
+        return cls(**{k: rest.pop(k) for k in ("base_model", "prompt_template", "target") if k in rest}, extra=rest)
+
 
 @dataclasses.dataclass
 class SpeechSidecar(_Sidecar):
@@ -225,3 +310,68 @@ def save_adapter(peft_model, out_dir, *, adapter_name: str = "default", sidecar:
         if sidecar is not None:
             sidecar.save(tmp)
     return (Path(out_dir) / "adapter_model.safetensors").stat().st_size
+
+
+ADAPTER_CONFIG, ADAPTER_WEIGHTS = "adapter_config.json", "adapter_model.safetensors"
+
+
+def read_adapter(folder) -> tuple[dict, dict]:
+    """(adapter_config.json as a dict, {tensor name: shape}) of a saved peft adapter, no tensor data read.
+
+    The one reader every loader calls first, so a broken folder gives one line naming the file
+    (``MissingFileError`` for a missing file, ``AdapterError`` for invalid JSON or a safetensors file
+    cut short, e.g. by a full disk or an interrupted copy) instead of a JSON or safetensors traceback.
+    Example: cfg, shapes = read_adapter("runs/02/mandarin/adapter"); cfg["r"] -> 16,
+    shapes["base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight"] -> (16, 640)
+    """
+    from safetensors import SafetensorError, safe_open
+
+    from lorakit_nb.errors import AdapterError, MissingFileError
+
+    folder = Path(folder)
+    cfg_path, weights = folder / ADAPTER_CONFIG, folder / ADAPTER_WEIGHTS
+    for path in (cfg_path, weights):
+        if not path.is_file():
+            raise MissingFileError(f"{path} not found: pass the folder a LoRA adapter was saved in "
+                                   f"({ADAPTER_CONFIG} + {ADAPTER_WEIGHTS}, as peft's save_pretrained with "
+                                   "safe_serialization=True writes them), e.g. runs/02/mandarin/adapter")
+    try:
+        cfg = json.loads(cfg_path.read_text("utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise AdapterError(f"{cfg_path}: not valid JSON ({exc}); copy the adapter folder again or "
+                           "re-save it (io.save_adapter writes it)") from None
+    if not isinstance(cfg, dict) or "peft_type" not in cfg:
+        raise AdapterError(f"{cfg_path}: not a peft adapter config (no peft_type); copy the adapter folder "
+                           "again or re-save it")
+    try:
+        with safe_open(str(weights), framework="np") as f:
+            # a safe_open handle is not iterable, hence .keys()
+            shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118
+    except SafetensorError as exc:
+        raise AdapterError(f"{weights}: unreadable or cut short ({exc}; {weights.stat().st_size:,} bytes); "
+                           "copy the adapter folder again or retrain it") from None
+    return cfg, shapes
+
+
+def adapter_kind(folder, config: dict | None = None) -> str | None:
+    """"speech" (a Whisper adapter), "text" (a causal-LM adapter) or None when the folder does not say.
+
+    The sidecar decides (``lorakit_asr.json`` / ``lorakit_train.json``), else the peft config: task
+    CAUSAL_LM, or a base model whose name says whisper.
+    Example: adapter_kind("runs/03/adapter") -> "speech"; adapter_kind("runs/02/mandarin/adapter") -> "text"
+    """
+    folder = Path(folder)
+    if SpeechSidecar.path(folder).is_file():
+        return "speech"
+    if TrainSidecar.path(folder).is_file():
+        return "text"
+    if config is None:
+        try:
+            config = json.loads((folder / ADAPTER_CONFIG).read_text("utf-8"))
+        except (OSError, ValueError):
+            return None
+    if not isinstance(config, dict):
+        return None
+    if str(config.get("task_type") or "").upper() == "CAUSAL_LM":
+        return "text"
+    return "speech" if "whisper" in str(config.get("base_model_name_or_path") or "").lower() else None

@@ -17,13 +17,13 @@ rank/alpha patterns (each is refused with the reason), write a merged model, or 
 """
 from __future__ import annotations
 
-import json
 import os
 import re
 import tempfile
 from pathlib import Path
 
 from lorakit_nb.errors import ExportError, MissingFileError
+from lorakit_nb.io import ensure_writable, read_adapter, writing
 
 GGUF_NAMES = {"self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
               "self_attn.o_proj": "attn_output", "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up",
@@ -100,10 +100,7 @@ def export_gguf_adapter(adapter_dir, out, base_gguf=None) -> dict:
 
     adapter_dir, out = Path(adapter_dir), Path(out)
     cfg_path, weights = adapter_dir / "adapter_config.json", adapter_dir / "adapter_model.safetensors"
-    for path in (cfg_path, weights):
-        if not path.is_file():
-            raise MissingFileError(f"{path} not found: pass the folder a peft LoRA adapter was saved in "
-                                   "(adapter_config.json + adapter_model.safetensors), e.g. runs/02/mandarin/adapter")
+    cfg, _ = read_adapter(adapter_dir)  # missing or broken files: one line naming the file
     if base_gguf is None:
         from lorakit_nb.models.packs import gemma_gguf
 
@@ -111,7 +108,7 @@ def export_gguf_adapter(adapter_dir, out, base_gguf=None) -> dict:
     base_gguf = Path(base_gguf)
     if not base_gguf.is_file():
         raise MissingFileError(f"base GGUF {base_gguf} not found: pass the .gguf file the adapter will run on")
-    cfg = json.loads(cfg_path.read_text("utf-8"))
+    ensure_writable(out.parent)  # a read-only or full disk: say so before the tensors are converted
     where = f"{cfg_path}"
     if cfg.get("peft_type") != "LORA":
         raise ExportError(f"{where}: peft_type {cfg.get('peft_type')!r}; only LoRA adapters export to llama.cpp")
@@ -165,19 +162,20 @@ def export_gguf_adapter(adapter_dir, out, base_gguf=None) -> dict:
     os.close(fd)
     tmp = Path(tmp)
     try:
-        writer = GGUFWriter(str(tmp), arch)
-        writer.add_string("general.type", "adapter")
-        writer.add_string("adapter.type", "lora")
-        writer.add_float32("adapter.lora.alpha", gguf_alpha)
-        writer.add_string("general.name", f"lorakit LoRA {adapter_dir.name}")
-        for name in sorted(pairs, key=lambda n: (int(n.split(".")[1]), n)):
-            writer.add_tensor(f"{name}.lora_a", np.ascontiguousarray(pairs[name]["A"]))
-            writer.add_tensor(f"{name}.lora_b", np.ascontiguousarray(pairs[name]["B"]))
-        writer.write_header_to_file()
-        writer.write_kv_data_to_file()
-        writer.write_tensors_to_file()
-        writer.close()
-        tmp.replace(out)
+        with writing(out):
+            writer = GGUFWriter(str(tmp), arch)
+            writer.add_string("general.type", "adapter")
+            writer.add_string("adapter.type", "lora")
+            writer.add_float32("adapter.lora.alpha", gguf_alpha)
+            writer.add_string("general.name", f"lorakit LoRA {adapter_dir.name}")
+            for name in sorted(pairs, key=lambda n: (int(n.split(".")[1]), n)):
+                writer.add_tensor(f"{name}.lora_a", np.ascontiguousarray(pairs[name]["A"]))
+                writer.add_tensor(f"{name}.lora_b", np.ascontiguousarray(pairs[name]["B"]))
+            writer.write_header_to_file()
+            writer.write_kv_data_to_file()
+            writer.write_tensors_to_file()
+            writer.close()
+            tmp.replace(out)
     finally:
         tmp.unlink(missing_ok=True)
     return {"path": str(out), "bytes": out.stat().st_size, "tensors": 2 * len(pairs), "rank": rank,

@@ -1,19 +1,17 @@
 """Ship a LoRA run: the adapter alone, a merged full-precision model, a model card.
 
 Covers:
-- ``save_adapter``: adapter-only safetensors (for readers who already have the base model).
 - ``check_adapter_base``: refuse an adapter whose tensors do not fit the base (``ExportError``
   naming both models) before peft fails deep inside with a size mismatch.
 - ``merge_adapter``: reload the base in fp32 (also for a QLoRA adapter), ``merge_and_unload``,
   save safetensors + tokenizer/processor atomically; Whisper keeps its normal 30 s window.
 - ``write_model_card`` (README.md of an export folder), ``dir_bytes`` / ``weights_bytes`` (size on disk).
 
-Does NOT cover: the cost of the other merge recipes (``qlora_merge.py``), CTranslate2 conversion,
+Does NOT cover: writing or reading the adapter alone (``io.save_adapter`` / ``io.read_adapter``), the cost of the other merge recipes (``qlora_merge.py``), CTranslate2 conversion,
 parity and speed (``export/ct2.py``), scoring a manifest (``export/score.py``), training.
 """
 from __future__ import annotations
 
-import json
 import re
 import shutil
 from datetime import date
@@ -22,7 +20,7 @@ from pathlib import Path
 import torch
 
 from lorakit_nb.errors import ExportError
-from lorakit_nb.io import ExportSidecar, SpeechSidecar, atomic_dir, write_text_atomic
+from lorakit_nb.io import ExportSidecar, SpeechSidecar, atomic_dir, read_adapter, write_text_atomic
 
 NOTICE_FILES = ("LICENSE*", "LICENCE*", "NOTICE*", "*TERMS*")  # copied from the base folder into a merge
 LICENCES = {
@@ -30,21 +28,6 @@ LICENCES = {
     "gemma": "Gemma Terms of Use (https://ai.google.dev/gemma/terms); use is also bound by the Gemma "
              "Prohibited Use Policy (https://ai.google.dev/gemma/prohibited_use_policy)",
 }
-
-
-def read_adapter(adapter_dir) -> tuple[dict, dict]:
-    """(adapter_config, {tensor name: shape}) without loading any tensor data."""
-    from safetensors import safe_open
-
-    adapter_dir = Path(adapter_dir)
-    cfg_path, weights = adapter_dir / "adapter_config.json", adapter_dir / "adapter_model.safetensors"
-    if not cfg_path.is_file() or not weights.is_file():
-        raise ExportError(f"{adapter_dir}: expected adapter_config.json and adapter_model.safetensors "
-                          "(peft's save_pretrained with safe_serialization=True); point to the adapter folder")
-    with safe_open(weights, framework="pt") as f:
-        # a safe_open handle is not iterable, hence .keys()
-        shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118
-    return json.loads(cfg_path.read_text("utf-8")), shapes
 
 
 _LORA_KEY = re.compile(r"^base_model\.model\.(?P<module>.+)\.lora_(?P<ab>[AB])\.weight$")

@@ -9,7 +9,7 @@ fits the clips) and ``evaluate_manifest`` (transcribe every row, corpus CER with
 per-utterance reference / hypothesis / normalized forms / edits, written atomically to JSON).
 
 Does NOT cover: generation itself (``speech.evaluate.transcribe``, ``export.ct2.ct2_transcribe``), the
-normalizer and CER arithmetic (``metrics``), text (CSV) evaluation (``text.evaluate.evaluate_adapter``).
+normalizer and CER arithmetic (``metrics``), text (CSV) evaluation (``text.evaluate.evaluate_text_adapter``).
 """
 from __future__ import annotations
 
@@ -18,8 +18,8 @@ import math
 import time
 from pathlib import Path
 
-from lorakit_nb.errors import ExportError
-from lorakit_nb.io import SpeechSidecar
+from lorakit_nb.errors import AdapterError, ExportError
+from lorakit_nb.io import SpeechSidecar, adapter_kind, ensure_writable, read_adapter
 from lorakit_nb.speech.window import FULL_WINDOW_SECONDS as MAX_SECONDS
 from lorakit_nb.speech.window import SAMPLE_RATE, window_of
 
@@ -58,6 +58,12 @@ def load_for_eval(model_or_dir, *, longest_seconds: float, audio_seconds=None, b
     if (folder / "adapter_config.json").is_file():
         from peft import PeftModel
 
+        config, _ = read_adapter(folder)  # a broken config or cut-short weights: one line, before any load
+        if adapter_kind(folder, config) == "text":
+            raise AdapterError(f"{folder} is a text (causal-LM) adapter; a .jsonl speech manifest needs a Whisper "
+                               "model or adapter (notebook 03's runs/03/adapter). Fix: score this adapter on a "
+                               f"wu,mandarin,english CSV: lorakit evaluate --adapter {folder} --data "
+                               "data/wu_dialect/test.csv")
         meta = SpeechSidecar.load(folder)
         base = base_model or (meta.base_model if meta else None)
         if not base:
@@ -132,6 +138,10 @@ def evaluate_manifest(model_or_dir, manifest, out_json=None, *, audio_seconds=No
     audios = [read_audio(r["audio"]) for r in rows]
     refs = [r["text"] for r in rows]
     longest = max(len(a) for a in audios) / SAMPLE_RATE
+    if out_json is None:
+        folder = Path(str(model_or_dir)) if not isinstance(model_or_dir, tuple) else Path(".")
+        out_json = (folder if folder.is_dir() else Path(".")) / f"eval_{Path(manifest).stem}.json"
+    ensure_writable(Path(out_json).parent)  # a read-only or full disk: say so before the model loads
     kind, model, processor, seconds = load_for_eval(model_or_dir, longest_seconds=longest, audio_seconds=audio_seconds,
                                                     base_model=base_model, compute_type=compute_type,
                                                     quantize=quantize)
@@ -156,9 +166,6 @@ def evaluate_manifest(model_or_dir, manifest, out_json=None, *, audio_seconds=No
               "audio_seconds": seconds, "transcribe_seconds": round(seconds_taken, 2),
               "audio_total_seconds": round(float(np.sum([len(a) for a in audios])) / SAMPLE_RATE, 2),
               **report, "utterances": utterances}
-    if out_json is None:
-        folder = Path(str(model_or_dir)) if not isinstance(model_or_dir, tuple) else Path(".")
-        out_json = (folder if folder.is_dir() else Path(".")) / f"eval_{Path(manifest).stem}.json"
     write_json_atomic(out_json, result)
     print(f"[lorakit] CER {result['cer']:.4f} on {len(rows)} utterances ({result['engine']}, {seconds} s window) "
           f"-> {out_json}")

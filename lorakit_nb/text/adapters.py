@@ -1,14 +1,14 @@
-"""Saved LoRA adapters and their strength: save, load several on one base, scale - peft's own API.
+"""Saved LoRA adapters and their strength: load several on one base, scale - peft's own API.
 
-Covers: saving one adapter as safetensors (temp folder + rename) with the training settings beside it;
-a Trainer callback that keeps named adapters' checkpoints where `load_best_model_at_end` looks; loading
+Covers: a Trainer callback that keeps named adapters' checkpoints where `load_best_model_at_end` looks; loading
 several saved adapters onto ONE base (switch with `set_adapter`); reading and scaling LoRA strength.
 
 On strength: the `PeftModel.from_pretrained(model, path, weight_scale=0.8)` seen in blog posts is not
 a peft argument (peft 0.21 accepts and silently ignores it). peft scales a LoRA layer's contribution
 through `LoraLayer.scaling[adapter]` (= lora_alpha / r at load): `peft.helpers.rescale_adapter_scale(
 model, m)` multiplies it by m inside a `with` block, `LoraLayer.set_scale(adapter, m)` sets m * alpha / r.
-Does not: train (`text/train.py`), generate or score (`text/evaluate.py`), merge adapters into the base.
+Does not: save an adapter (`io.save_adapter` is the one writer; a text run passes it a `TrainSidecar`),
+train (`text/train.py`), generate or score (`text/evaluate.py`), merge adapters into the base.
 """
 from __future__ import annotations
 
@@ -19,22 +19,7 @@ from pathlib import Path
 from transformers import TrainerCallback
 
 from lorakit_nb.io import TrainSidecar
-from lorakit_nb.io import save_adapter as io_save_adapter
 
-
-def save_adapter(model, adapter_name: str, out_dir, train_config: dict | None = None,
-                 initial_adapter=None) -> tuple[str, int]:
-    """Save one named adapter with its training settings (``lorakit_train.json``); (folder, bytes).
-
-    The writing itself is ``io.save_adapter`` (atomic, safetensors); this adds the text sidecar.
-    ``initial_adapter``: a PiSSA / OLoRA adapter's step-0 copy; the saved one is then plain LoRA.
-    """
-    cfg = dict(train_config or {})
-    sidecar = TrainSidecar(**{k: cfg.pop(k) for k in ("base_model", "prompt_template", "target") if k in cfg},
-                           extra=cfg) if train_config is not None else None
-    nbytes = io_save_adapter(model, out_dir, adapter_name=adapter_name, sidecar=sidecar,
-                             initial_adapter=initial_adapter)
-    return str(out_dir), nbytes
 
 class FlatAdapterCheckpoints(TrainerCallback):
     """Copy a named adapter's files to the checkpoint folder's top level after each save.

@@ -34,10 +34,9 @@ from pathlib import Path
 import yaml
 
 from lorakit_nb.errors import ConfigError
-from lorakit_nb.text.config_rules import TASK_TYPES, check_values, where
+from lorakit_nb.text.config_rules import ALL_LINEAR, TASK_TYPES, check_values, where
 from lorakit_nb.text.data import PROMPT_TEMPLATES
 
-ALL_LINEAR = "all-linear"  # peft's shorthand: every nn.Linear except the output head
 # Spellings people write for the same key (lora-scripts and peft names) -> the field name here.
 ALIASES = {"lora_dropout": "dropout", "num_train_epochs": "epochs", "lr": "learning_rate", "rank": "lora_rank",
            "r": "lora_rank", "per_device_train_batch_size": "batch_size", "model_name_or_path": "base_model",

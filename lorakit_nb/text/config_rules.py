@@ -3,7 +3,9 @@
 Covers: `check_values` (task type, target column, quantization, dtype (`auto` resolved here), prompt
 template, sizes >= 1, learning rate, dropout and warmup ratio ranges, epochs or max_steps) and the
 adapter-variant rules (`init_lora_weights` values; PiSSA / OLoRA with a quantized base or with DoRA;
-LoRA+ ratio), each refusal naming the YAML file, the key's line and the fix; `where` words that place.
+LoRA+ ratio), each refusal naming the YAML file, the key's line and the fix; `where` words that place;
+`check_target_modules`: every name in `target_modules` is a linear layer of the base model (checked on
+an empty "meta" copy of the model before the weights load, when its config.json is on disk).
 Does not: read YAML or turn values into types (`text/config.py`, which calls `check_values` on every
 config it builds), or check that files and models exist (`text/config.check_inputs`).
 
@@ -21,6 +23,7 @@ QUANTIZATION = ("none", "8bit", "4bit")
 # False = B random too (a test setting); pissa / pissa_niter_N / olora move the top singular (QR) directions
 # of each base weight into A, B and leave the residual in the base.
 INIT_LORA = (True, False, "gaussian", "pissa", "pissa_niter_N", "olora")
+ALL_LINEAR = "all-linear"  # peft's shorthand: every nn.Linear except the output head
 
 
 def where(source, lines, key) -> str:
@@ -92,3 +95,58 @@ def _check_variant(cfg, fail) -> None:
     if cfg.loraplus_lr_ratio is not None and not cfg.loraplus_lr_ratio > 0:
         fail("loraplus_lr_ratio", f"loraplus_lr_ratio must be > 0 (the LoRA+ paper uses 16), or null for "
              f"plain LoRA; got {cfg.loraplus_lr_ratio}.")
+
+
+def linear_layer_names(model) -> list[str]:
+    """Dotted names of a model's nn.Linear layers (bitsandbytes' 4/8-bit Linear included).
+
+    Example: tiny-gemma -> ["model.layers.0.self_attn.q_proj", ..., "lm_head"]
+    """
+    import torch
+
+    return [name for name, module in model.named_modules() if isinstance(module, torch.nn.Linear)]
+
+
+def _meta_linear_names(base_model: str) -> list[str] | None:
+    """The linear layers of `base_model` from its config.json alone (an empty model on the meta device, no
+    weights read); None when the folder is not on disk yet or transformers cannot build it from the config."""
+    from pathlib import Path
+
+    try:
+        import torch
+        from transformers import AutoConfig, AutoModelForCausalLM
+
+        from lorakit_nb.models.resolve import resolve_model
+
+        folder = Path(resolve_model(base_model, build=False, quiet=True).path)
+        if not (folder / "config.json").is_file():
+            return None
+        with torch.device("meta"):
+            model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(folder))
+    except Exception:  # noqa: BLE001 - any failure here means "check after loading instead"
+        return None
+    return linear_layer_names(model)
+
+
+def check_target_modules(cfg, model=None, lines=None) -> None:
+    """Refuse `target_modules` naming no linear layer of the base model, listing the names it has.
+
+    `model`: the loaded model; None checks before loading where config.json is on disk (else nothing yet).
+    peft matches a name to a layer whose dotted name equals it or ends in `.name`.
+    Example: target_modules [q_projj] on tiny-gemma -> ConfigError("..., line 3: target_modules q_projj
+    is not a linear layer of tiny-gemma; its linear layers are: down_proj, gate_proj, ... Fix: ...")
+    """
+    if cfg.target_modules == ALL_LINEAR:
+        return
+    names = linear_layer_names(model) if model is not None else _meta_linear_names(cfg.base_model)
+    if not names:
+        return
+    missing = [t for t in cfg.target_modules if not any(n == t or n.endswith("." + t) for n in names)]
+    if missing:
+        leaves = sorted({n.rsplit(".", 1)[-1] for n in names})
+        example = ["q_proj", "v_proj"] if {"q_proj", "v_proj"} <= set(leaves) else leaves[:2]
+        raise ConfigError(f"{where(cfg.source, lines, 'target_modules')}: target_modules {', '.join(missing)} "
+                          f"{'is not a linear layer' if len(missing) == 1 else 'are not linear layers'} of "
+                          f"{cfg.base_model}; its linear layers are: {', '.join(leaves)}. Fix: list some of "
+                          f"those, e.g. target_modules: [{', '.join(example)}], or write target_modules: "
+                          f"{ALL_LINEAR}.")

@@ -4,13 +4,12 @@ Covers: batched greedy generation that stops at the end of the line (`generate_b
 `count_tokens`); chrF, exact match and repetition rate of generations against references (`evaluate_pairs`); which glossary words
 came out translated (`glossary_hits`) and which count as learned (`learned_words`); chrF against adapter
 strength (`strength_curve`, scaling via `adapters.adapter_scale`); plain Mandarin through the adapter
-(`mandarin_identity`, the forgetting check); `evaluate_adapter`, the function behind
+(`mandarin_identity`, the forgetting check); `evaluate_text_adapter`, the function behind
 `lorakit evaluate --adapter DIR --data FILE.csv`.
 Does not: train (see `text/train.py`), save/load/scale adapters (`text/adapters.py`) or merge them.
 """
 from __future__ import annotations
 
-import json
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -18,8 +17,8 @@ import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 
 from lorakit_nb.env import torch_threads
-from lorakit_nb.errors import DataError, MissingFileError
-from lorakit_nb.io import write_json_atomic
+from lorakit_nb.errors import AdapterError, DataError, MissingFileError
+from lorakit_nb.io import adapter_kind, ensure_writable, read_adapter, write_json_atomic
 from lorakit_nb.metrics import chrf, exact_match, repetition_rate
 from lorakit_nb.text.adapters import adapter_scale, adapter_train_config
 from lorakit_nb.text.data import DEFAULT_TEMPLATE, PROMPT_TEMPLATES, load_pairs, make_examples
@@ -193,11 +192,11 @@ def mandarin_identity(model, tokenizer, pairs, scales, template: str, max_new_to
     return rows
 
 
-def evaluate_base(base_model: str, data_csv, out_json=None, *, template=None, target: str = "mandarin",
+def evaluate_text_base(base_model: str, data_csv, out_json=None, *, template=None, target: str = "mandarin",
                   dtype: str = "float32", batch_size: int = 16, max_new_tokens: int = 40) -> dict:
-    """The baseline for a CSV: a base model with no adapter, scored exactly as ``evaluate_adapter`` scores.
+    """The baseline for a CSV: a base model with no adapter, scored exactly as ``evaluate_text_adapter`` scores.
 
-    `out_json` defaults to ./eval_<model>_<csv name>.json. Example: evaluate_base("gemma-3-270m",
+    `out_json` defaults to ./eval_<model>_<csv name>.json. Example: evaluate_text_base("gemma-3-270m",
     "data/wu_dialect/test.csv") -> {"chrf": ..., "adapter": None, "base_model": "gemma-3-270m", ...}
     """
     from lorakit_nb.models.resolve import load_causal_lm
@@ -205,24 +204,25 @@ def evaluate_base(base_model: str, data_csv, out_json=None, *, template=None, ta
     if target not in PROMPT_TEMPLATES:
         raise DataError(f"target must be one of {sorted(PROMPT_TEMPLATES)}, got {target!r}")
     pairs = load_pairs(data_csv)  # validate the CSV before the model load
+    out_json = Path(out_json or f"eval_{Path(str(base_model)).name}_{Path(data_csv).stem}.json")
+    ensure_writable(out_json.parent)
     model, tokenizer = load_causal_lm(base_model, dtype=getattr(torch, dtype))
     result = evaluate_pairs(model, tokenizer, pairs, template or PROMPT_TEMPLATES[target], target, max_new_tokens,
                             batch_size)
     report = {"adapter": None, "data": str(data_csv), "base_model": base_model, "target": target,
               **{k: result[k] for k in ("chrf", "exact_match", "repetition_rate", "n")},
               "examples": result["examples"]}
-    name = Path(str(base_model)).name
-    write_json_atomic(out_json or Path(f"eval_{name}_{Path(data_csv).stem}.json"), report)
+    write_json_atomic(out_json, report)
     return report
 
 
-def evaluate_adapter(adapter_dir, data_csv, out_json=None, base_model=None, *, template=None, target=None,
+def evaluate_text_adapter(adapter_dir, data_csv, out_json=None, base_model=None, *, template=None, target=None,
                      batch_size: int = 16, max_new_tokens: int = 40) -> dict:
     """Score a saved adapter on any `wu,mandarin,english` CSV and write the metrics JSON atomically.
 
     Base model, prompt template and target column default to those the adapter was trained with;
     `out_json` defaults to <adapter_dir>/eval_<csv name>.json.
-    Example: evaluate_adapter("runs/02/mandarin/adapter", "data/wu_dialect/test.csv", "runs/02/eval.json")
+    Example: evaluate_text_adapter("runs/02/mandarin/adapter", "data/wu_dialect/test.csv", "runs/02/eval.json")
     -> {"chrf": ..., "exact_match": ..., "repetition_rate": ..., "n": 30, ...}
     """
     from peft import PeftModel
@@ -233,12 +233,18 @@ def evaluate_adapter(adapter_dir, data_csv, out_json=None, base_model=None, *, t
     if not (adapter_dir / "adapter_config.json").is_file():
         raise MissingFileError(f"{adapter_dir}: no adapter_config.json here. Fix: pass the folder that "
                                 "holds adapter_config.json and adapter_model.safetensors.")
+    peft_config, _ = read_adapter(adapter_dir)  # a broken config or cut-short weights: one line, now
+    if adapter_kind(adapter_dir, peft_config) == "speech":
+        raise AdapterError(f"{adapter_dir} is a Whisper (speech) adapter and {data_csv} is a text CSV. Fix: score "
+                           "it on a speech manifest: lorakit evaluate --adapter "
+                           f"{adapter_dir} --data data/zh_speech/test.jsonl")
     saved = adapter_train_config(adapter_dir)
     target = target or saved.get("target", "mandarin")
     template = template or saved.get("prompt_template") or PROMPT_TEMPLATES[target]
-    base_name = base_model or saved.get("base_model") or json.loads(
-        (adapter_dir / "adapter_config.json").read_text("utf-8"))["base_model_name_or_path"]
+    base_name = base_model or saved.get("base_model") or peft_config.get("base_model_name_or_path")
     pairs = load_pairs(data_csv)  # validate the CSV before the model load
+    out_json = Path(out_json or adapter_dir / f"eval_{Path(data_csv).stem}.json")
+    ensure_writable(out_json.parent)  # a read-only or full disk: say so before the model loads
     # the dtype it was trained in, so scores match the notebook's (bf16 and fp32 greedy outputs can differ)
     base, tokenizer = load_causal_lm(base_name, dtype=getattr(torch, saved.get("dtype", "float32")))
     model = PeftModel.from_pretrained(base, str(adapter_dir))
@@ -247,5 +253,5 @@ def evaluate_adapter(adapter_dir, data_csv, out_json=None, base_model=None, *, t
     report = {"adapter": str(adapter_dir), "data": str(data_csv), "base_model": base_name, "target": target,
               **{k: result[k] for k in ("chrf", "exact_match", "repetition_rate", "n")},
               "examples": result["examples"]}
-    write_json_atomic(out_json or adapter_dir / f"eval_{Path(data_csv).stem}.json", report)
+    write_json_atomic(out_json, report)
     return report

@@ -30,7 +30,8 @@ from transformers import (
 
 from lorakit_nb.env import torch_threads
 from lorakit_nb.errors import ConfigError
-from lorakit_nb.text.adapters import FlatAdapterCheckpoints, save_adapter
+from lorakit_nb.io import TrainSidecar, ensure_writable, save_adapter
+from lorakit_nb.text.adapters import FlatAdapterCheckpoints
 from lorakit_nb.text.config import (
     TrainConfig,
     check_inputs,
@@ -38,6 +39,7 @@ from lorakit_nb.text.config import (
     data_files,
     load_config,
 )
+from lorakit_nb.text.config_rules import check_target_modules
 from lorakit_nb.text.data import load_disjoint, make_examples
 from lorakit_nb.training import TrainResult, resume_checkpoint, run_trainer
 
@@ -172,6 +174,7 @@ def attach_lora(model, cfg: TrainConfig):
                           "base weights, which this model shares with its other adapters "
                           f"({', '.join(model.peft_config)}); train it on a fresh base, or use "
                           "init_lora_weights: true here.")
+    check_target_modules(cfg, model.get_base_model() if isinstance(model, PeftModel) else model)
     if isinstance(model, PeftModel):
         model.add_adapter(cfg.adapter_name, lora)
         model.set_adapter(cfg.adapter_name)  # peft makes only the active adapter trainable
@@ -243,6 +246,9 @@ def train_from_config(config_or_path, *, callbacks=None, model=None, tokenizer=N
         cfg = config_from_dict({**cfg.to_dict(), **overrides}, source=cfg.source, check_files=False)
     check_inputs(cfg)  # missing model or data -> error now, before minutes of loading
     checkpoint = resume_checkpoint(resume, cfg.output_dir)  # and no checkpoint to resume -> error now too
+    ensure_writable(cfg.output_dir)  # a read-only or full output folder, too
+    if model is None and resume_adapter is None:
+        check_target_modules(cfg)  # layer names the base lacks, from its config.json where it is on disk
     files = data_files(cfg)
     # a dev sentence also in train would make the dev loss (and the best checkpoint it picks) a memory test
     splits = load_disjoint({"train": files["train"], "dev": files["dev"]})
@@ -262,7 +268,7 @@ def train_from_config(config_or_path, *, callbacks=None, model=None, tokenizer=N
     if resume_adapter is None and cfg.reinitializes_base:
         initial = Path(cfg.output_dir) / "initial_adapter"
         if int(os.environ.get("RANK", "0")) == 0:
-            save_adapter(model, cfg.adapter_name, initial)
+            save_adapter(model, initial, adapter_name=cfg.adapter_name)
     enc = lambda pairs: encode_pairs(tokenizer, pairs, cfg.template, cfg.target, cfg.max_seq_length)
     train_set, dev_set = enc(train_pairs), enc(dev_pairs)
     on_gpu = torch.cuda.is_available()
@@ -288,7 +294,8 @@ def train_from_config(config_or_path, *, callbacks=None, model=None, tokenizer=N
     if initial is not None:  # what peft's conversion writes: B'A' - B0A0 as one LoRA of twice the rank
         sidecar["saved_as"] = f"lora rank {2 * cfg.lora_rank} (converted from {cfg.init_lora_weights})"
     if trainer.is_world_process_zero():  # one writer when several processes trained (torchrun)
-        save_adapter(model, cfg.adapter_name, adapter_dir, sidecar, initial_adapter=initial)
+        save_adapter(model, adapter_dir, adapter_name=cfg.adapter_name, sidecar=TrainSidecar.from_config(sidecar),
+                     initial_adapter=initial)
     trainer.accelerator.wait_for_everyone()
     weights = adapter_dir / "adapter_model.safetensors"  # absent on other machines without a shared disk
     adapter_dir, nbytes = str(adapter_dir), weights.stat().st_size if weights.is_file() else 0

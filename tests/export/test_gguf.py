@@ -110,7 +110,9 @@ def test_not_an_adapter_folder(tmp_path, base):
     with pytest.raises(MissingFileError, match="adapter_config.json"):
         export_gguf_adapter(tmp_path, tmp_path / "x.gguf", base)
     (tmp_path / "adapter_config.json").write_text(json.dumps({"peft_type": "IA3"}))
-    (tmp_path / "adapter_model.safetensors").write_bytes(b"")
+    from safetensors.numpy import save_file
+
+    save_file({}, str(tmp_path / "adapter_model.safetensors"))  # a valid (empty) file: the peft_type is refused
     with pytest.raises(ExportError, match="only LoRA"):
         export_gguf_adapter(tmp_path, tmp_path / "x.gguf", base)
 

@@ -14,7 +14,7 @@ from peft import LoraConfig, PeftModel, get_peft_model
 from lorakit_nb.metrics import chrf
 from lorakit_nb.models.resolve import load_causal_lm
 from lorakit_nb.text.adapters import adapter_scale, load_adapters, lora_scalings
-from lorakit_nb.text.evaluate import evaluate_adapter, generate_batch
+from lorakit_nb.text.evaluate import evaluate_text_adapter, generate_batch
 from lorakit_nb.text.train import (
     IGNORE,
     PadCollator,
@@ -138,7 +138,7 @@ def test_short_training_run_loss_falls_and_saves_safetensors(tmp_path):
     frozen random tied head (weights ~0.02) keeps logits small, so the fall is modest (~0.3 nats
     here) but far above noise: the run is seeded and repeats exactly. Then: the adapter is a safetensors
     file (8-byte little-endian header length + JSON header naming lora_A/lora_B tensors), no pickle;
-    incremental training resumes from it; evaluate_adapter writes a metrics JSON; two adapters share
+    incremental training resumes from it; evaluate_text_adapter writes a metrics JSON; two adapters share
     one base and `set_adapter` switches between them."""
     _write_data(tmp_path)
     cfg = tmp_path / "c.yaml"
@@ -175,7 +175,7 @@ def test_short_training_run_loss_falls_and_saves_safetensors(tmp_path):
                                 epochs=1, output_dir=str(tmp_path / "out2"))
     assert resumed.steps == 2 and (tmp_path / "out2" / "adapter" / "adapter_model.safetensors").is_file()
 
-    report = evaluate_adapter(res.adapter_dir, tmp_path / "wu" / "dev.csv", tmp_path / "eval.json")
+    report = evaluate_text_adapter(res.adapter_dir, tmp_path / "wu" / "dev.csv", tmp_path / "eval.json")
     saved = json.loads((tmp_path / "eval.json").read_text("utf-8"))
     assert saved["n"] == 2 == report["n"] and saved["target"] == "mandarin"
     # the saved score is the chrF of the saved outputs against the saved references, not some other run's
