@@ -11,7 +11,8 @@ Covers:
   ``TrainSidecar`` (``lorakit_train.json``, next to a text adapter: how it was trained),
   ``SpeechSidecar`` (``lorakit_asr.json``, next to a Whisper adapter: base, window, language, NF4),
   ``ExportSidecar`` (``lorakit_export.json``, in a merged or CTranslate2 folder: where it came from).
-- ``dir_bytes`` / ``weights_bytes``: sizes on disk.
+- ``dir_bytes`` / ``weights_bytes``: sizes on disk; ``read_utf8``: the one reader of a learner's text
+  file (CSV, manifest) that names the line and the likely encoding (GBK/GB18030) when it is not UTF-8.
 - ``write_error_line`` / ``ensure_writable``: the one place an OSError from writing (disk full, read-only
   or forbidden folder) becomes the line a learner reads ("no space left on <path>" / "cannot write <path>").
 - ``read_adapter``: the one reader of a saved adapter folder (its config and tensor shapes, both files
@@ -21,6 +22,7 @@ Does not: decide what goes into a sidecar (the training and export code fill the
 """
 from __future__ import annotations
 
+import codecs
 import dataclasses
 import errno
 import json
@@ -176,6 +178,37 @@ def atomic_dir(target):
             if not target.exists() and (old / "x").exists():  # the swap failed: put the old copy back
                 os.replace(old / "x", target)
             shutil.rmtree(old, ignore_errors=True)
+
+
+def read_utf8(path) -> str:
+    """A text file a learner made (CSV, JSONL manifest) as str; a BOM is dropped (Excel's "CSV UTF-8" adds one).
+
+    Not UTF-8: one DataError naming the line, the first bad bytes and, when the file reads as GB18030
+    (GBK, the usual encoding of Chinese Windows and Excel), that encoding, with the iconv command.
+    Example: a manifest saved as GBK -> DataError("train.jsonl, line 1: not UTF-8 text (byte offset 43:
+    cf c2). It reads as GBK/GB18030, ... Fix: re-save the file as UTF-8 ...")
+    """
+    from lorakit_nb.errors import DataError
+
+    path = Path(path)
+    raw = path.read_bytes()
+    skip = len(codecs.BOM_UTF8) if raw.startswith(codecs.BOM_UTF8) else 0
+    try:
+        return raw[skip:].decode("utf-8")
+    except UnicodeDecodeError as err:
+        pos = skip + err.start
+        line = raw.count(b"\n", 0, pos) + 1
+        guess = ""
+        try:
+            raw.decode("gb18030")
+            guess = " It reads as GBK/GB18030, the usual encoding of Chinese Windows and Excel."
+        except UnicodeDecodeError:
+            pass
+        raise DataError(
+            f"{path}, line {line}: not UTF-8 text (byte offset {pos}: {raw[pos:pos + 2].hex(' ')}).{guess} "
+            "Fix: re-save the file as UTF-8 (Excel: 'CSV UTF-8'; an editor: encoding UTF-8; or "
+            f"`iconv -f GB18030 -t UTF-8 {path.name} > {path.stem}.utf8{path.suffix}`)."
+        ) from None
 
 
 def dir_bytes(path) -> int:

@@ -42,6 +42,7 @@ from pathlib import Path
 import numpy as np
 
 from lorakit_nb.errors import AudioError
+from lorakit_nb.io import read_utf8
 from lorakit_nb.speech.window import FULL_WINDOW_SECONDS
 from lorakit_nb.speech.window import SAMPLE_RATE as TARGET_SR
 
@@ -54,7 +55,7 @@ _FIX_AUDIO = "re-export it as 16 kHz mono WAV/FLAC (e.g. `ffmpeg -i IN -ar 16000
 def _parse_rows(path: Path, check_files: bool) -> tuple[list[dict], list[tuple[int, str]], int]:
     """(good rows, [(line, problem)], number of non-blank lines) for one manifest."""
     rows, problems, n = [], [], 0
-    for lineno, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for lineno, raw in enumerate(read_utf8(path).splitlines(), 1):  # not UTF-8: names the encoding
         if not raw.strip():
             continue  # a blank line (e.g. the trailing newline) is not a row
         n += 1

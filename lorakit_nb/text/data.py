@@ -16,7 +16,6 @@ characters or unify Wu spelling variants (辣/勒/垃 for "at"), or fetch data f
 """
 from __future__ import annotations
 
-import codecs
 import csv
 import difflib
 import io
@@ -26,6 +25,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from lorakit_nb.errors import DataError, MissingFileError
+from lorakit_nb.io import read_utf8
 
 DEFAULT_COLUMNS = ("wu", "mandarin", "english")
 SPLITS = ("train", "dev", "test")
@@ -40,28 +40,6 @@ DEFAULT_TEMPLATE = PROMPT_TEMPLATES["mandarin"]
 def _norm(text: str) -> str:
     """Comparison key: NFKC folds full-width ！， into !, so "侬好！" and "侬好!" count as one sentence."""
     return " ".join(unicodedata.normalize("NFKC", text).split())
-
-
-def _decode(path: Path) -> str:
-    """File bytes -> text, or a DataError pointing at the first byte that is not UTF-8."""
-    raw = path.read_bytes()
-    skip = len(codecs.BOM_UTF8) if raw.startswith(codecs.BOM_UTF8) else 0  # Excel's "CSV UTF-8" adds a BOM
-    try:
-        return raw[skip:].decode("utf-8")
-    except UnicodeDecodeError as err:
-        pos = skip + err.start
-        line = raw.count(b"\n", 0, pos) + 1
-        guess = ""
-        try:
-            raw.decode("gb18030")
-            guess = " It reads as GBK/GB18030, the usual encoding of Chinese Windows and Excel."
-        except UnicodeDecodeError:
-            pass
-        raise DataError(
-            f"{path}, line {line}: not UTF-8 text (byte offset {pos}: {raw[pos:pos + 2].hex(' ')}).{guess} "
-            "Fix: re-save the file as UTF-8 (Excel: 'CSV UTF-8'; an editor: encoding UTF-8; or "
-            f"`iconv -f GBK -t UTF-8 {path.name} > fixed.csv`)."
-        ) from None
 
 
 def _records(path: Path, text: str):
@@ -105,7 +83,7 @@ def _read(path, columns: Sequence[str]) -> tuple[list[dict], list[int]]:
     if not path.is_file():
         raise MissingFileError(f"{path}: no such file (looked in {path.resolve().parent}). "
                                 "Fix: check the path, or the config key that names it.")
-    records = ((n, cells) for n, cells in _records(path, _decode(path)) if any(c.strip() for c in cells))
+    records = ((n, cells) for n, cells in _records(path, read_utf8(path)) if any(c.strip() for c in cells))
     first = next(records, None)  # blank lines (and Excel's ",,," rows) are skipped, not errors
     if first is None:
         raise DataError(f"{path}: the file is empty. Fix: line 1 is the header `{','.join(columns)}`, "
@@ -113,18 +91,22 @@ def _read(path, columns: Sequence[str]) -> tuple[list[dict], list[int]]:
     header = _header(path, first[1], columns)
     pairs, lines = [], []
     for line, cells in records:
+        spill = next((i for i, c in enumerate(cells) if "\n" in c or "\r" in c), None)
+        if spill is not None:  # an unclosed quote swallows the line breaks (and the rows) after it
+            col = header[spill] if spill < len(header) else f"field {spill + 1}"
+            raise DataError(f"{path}, line {line}: the {col!r} cell runs over several lines, usually because "
+                            "a double quote (\") on that line is never closed. Fix: close or remove that quote.")
         if len(cells) != len(header):
             why = ("a sentence containing a comma must be wrapped in double quotes" if len(cells) > len(header)
                    else "a comma is missing or the row is cut short")
             raise DataError(f"{path}, line {line}: {len(cells)} fields but the header has {len(header)} "
                             f"({','.join(header)}). Fix: {why}.")
         row = dict(zip(header, cells))
-        for col in columns:
-            if "\n" in row[col] or "\r" in row[col]:
-                raise DataError(f"{path}, line {line}: the {col!r} cell runs over several lines, usually "
-                                "because a double quote (\") is never closed. Fix: close or remove that quote.")
         pairs.append({col: row[col].strip() for col in columns})
         lines.append(line)
+    if not pairs:
+        raise DataError(f"{path}: only the header line, no sentence pairs. Fix: add one pair per line under "
+                        f"`{','.join(header)}`, e.g. `侬好,你好,Hello`.")
     check_pairs(pairs, columns, source=str(path), lines=lines)
     return pairs, lines
 
