@@ -159,8 +159,8 @@ def resolve_model(name_or_path: str | Path, *, cache_dir: str | Path | None = No
         found = ResolvedModel(raw, path.parent, "local", "causal_lm", "GGUF, dequantized on load", path.name)
     elif spec is None and path.is_dir():
         found = ResolvedModel(raw, path, "local", _kind_of(path))
-    elif spec is None and raw.startswith((".", "/", "~")):
-        raise ModelNotFoundError(f"{raw}: no such folder or .gguf file (relative paths start at {os.getcwd()}).")
+    elif spec is None and (raw.startswith((".", "/", "~")) or _looks_local(raw)):
+        raise ModelNotFoundError(_missing_path_message(raw))
     elif spec is None and "/" not in raw:
         raise ModelNotFoundError(_unknown_message(raw))
     else:
@@ -168,6 +168,35 @@ def resolve_model(name_or_path: str | Path, *, cache_dir: str | Path | None = No
     if not quiet:
         print(f"[lorakit] {found}")
     return found
+
+
+def _looks_local(raw: str) -> bool:
+    """A path, not a hub id: a hub id is exactly "org/name"; more parts, a .gguf file, or a first part that
+    is a folder here ("runs/02/adapter", "models/x" with ./models present) is a path on disk."""
+    parts = raw.replace("\\", "/").split("/")
+    return len(parts) > 2 or raw.endswith(".gguf") or (len(parts) == 2 and Path(parts[0]).is_dir())
+
+
+def _missing_path_message(raw: str) -> str:
+    """Name the missing path, the deepest folder of it that exists, and its closest entry to the typo.
+
+    Example: "runs/02/mandarn/adapter" with runs/02/mandarin present -> "... runs/02 exists; did you
+    mean runs/02/mandarin?"
+    """
+    import difflib
+
+    path = Path(raw).expanduser()
+    full = path if path.is_absolute() else Path(os.getcwd()) / path
+    have = full
+    while not have.exists() and have != have.parent:
+        have = have.parent
+    hint = ""
+    if have != full and have.is_dir():
+        wanted = full.relative_to(have).parts[0]
+        near = difflib.get_close_matches(wanted, [p.name for p in have.iterdir()], n=1, cutoff=0.6)
+        hint = f" {have} exists" + (f"; did you mean {have / near[0]}?" if near else f" but holds no {wanted!r}.")
+    start = "" if path.is_absolute() else f" (relative paths start at {os.getcwd()})"
+    return f"{raw}: no such folder or .gguf file{start}.{hint} Fix: check the path."
 
 
 def _unknown_message(raw: str) -> str:
@@ -190,9 +219,10 @@ def _resolve_named(raw: str, spec: ModelSpec | None, root: Path, offline: bool, 
         if path is not None:
             return ResolvedModel(spec.name if spec else raw, path, source, spec.kind if spec else _kind_of(path),
                                  hub_id)
-    if spec is None:
-        raise ModelNotFoundError(f"{raw!r} is not in the Hugging Face cache and the hub gave nothing ({why}); "
-                                 f"offline names: {', '.join(MODELS)}.")
+    if spec is None:  # "org/name" could also be a local folder typed wrongly: say both
+        raise ModelNotFoundError(f"{raw!r}: no folder {Path(raw).expanduser().resolve()} on disk, and as a hub "
+                                 f"id it is not in the Hugging Face cache and the hub gave nothing ({why}). "
+                                 f"Fix: check the path (or the hub id); offline names: {', '.join(MODELS)}.")
     target, source = root / spec.name, "offline-pack" if spec.pack else "tiny-random"
     if (target / MANIFEST).is_file():
         return ResolvedModel(spec.name, target, source, spec.kind, "cached")

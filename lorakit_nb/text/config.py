@@ -206,7 +206,10 @@ def config_from_dict(raw: dict, base_dir=None, source=None, lines=None, check_fi
         if values.get(key):
             values[key] = str((base / Path(values[key]).expanduser()).resolve())
     model = values.get("base_model")
-    if model and (_looks_like_path(model) or (base / model).exists()):  # a local folder or file, not a name
+    first = model.replace("\\", "/").split("/")[0] if model else ""
+    # a local folder or file, not a name: also "models/x" when ./models is a folder next to the config (a hub
+    # id "org/name" has no such folder), so a typo in x is reported as a path, from the config's folder
+    if model and (_looks_like_path(model) or (base / model).exists() or ("/" in model and (base / first).is_dir())):
         values["base_model"] = str((base / Path(model).expanduser()).resolve())
     cfg = TrainConfig(**values, source=str(source) if source else None)
     check_values(cfg, lines)
