@@ -25,6 +25,7 @@ takes ``input_features`` (log-mels), and with peft 0.21 / transformers 5 a train
 from __future__ import annotations
 
 import copy
+import math
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -32,6 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from lorakit_nb.errors import AudioError
 from lorakit_nb.lora.quant import nf4_config
 from lorakit_nb.speech.window import (
     POSITIONS_PER_SECOND,
@@ -271,9 +273,15 @@ def fit_window(audios, texts, seconds: float):
     A clip longer than the window would be cut by the feature extractor while its label still holds
     the whole sentence: training on it teaches the model to invent the missing end. So training
     leaves such clips out (and says how many); evaluation keeps every clip, cut or not.
-    Example: fit_window([np.zeros(16000 * 3), np.zeros(16000 * 7)], ["a", "b"], 5) -> ([...3 s], ["a"], 1)
+    Example: fit_window([np.zeros(16000 * 3), np.zeros(16000 * 7)], ["a", "b"], 5) -> ([...3 s], ["a"], 1);
+    a window shorter than every clip raises AudioError naming the longest clip's length.
     """
     keep = [i for i, a in enumerate(audios) if len(a) <= seconds * SAMPLE_RATE]
+    if audios and not keep:  # nothing to train on: say so now, not as a tensor error inside Trainer
+        shortest, longest = (f(len(a) for a in audios) / SAMPLE_RATE for f in (min, max))
+        raise AudioError(f"all {len(audios)} training clips are longer than the {seconds:g} s window (shortest "
+                         f"{shortest:.1f} s, longest {longest:.1f} s). Fix: set AUDIO_SECONDS to at least "
+                         f"{math.ceil(longest)} (the longest clip, so none is left out; 30 at most).")
     return [audios[i] for i in keep], [texts[i] for i in keep], len(audios) - len(keep)
 
 
