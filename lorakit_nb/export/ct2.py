@@ -85,9 +85,25 @@ def load_ct2(ct2_dir, compute_type: str = "int8", threads: int | None = None):
     import torch
 
     if not (Path(ct2_dir) / "model.bin").is_file():
-        raise ExportError(f"{ct2_dir}: no model.bin; export it with export_ct2(merged_dir, {str(ct2_dir)!r})")
+        raise ExportError(_not_ct2_message(Path(ct2_dir)))
     return ctranslate2.models.Whisper(str(ct2_dir), device="cpu", compute_type=compute_type,
                                       intra_threads=threads or torch.get_num_threads())
+
+
+def _not_ct2_message(folder: Path) -> str:
+    """What a folder without model.bin is, and what to do with it: a text adapter is served with --adapter,
+    a Whisper adapter or merged model is exported first (notebook 04). Example: a notebook 02 adapter ->
+    "runs/02/mandarin/adapter is a text (causal-LM) LoRA adapter, not a CTranslate2 Whisper folder ..."."""
+    from lorakit_nb.io import ADAPTER_CONFIG, adapter_kind
+
+    if (folder / ADAPTER_CONFIG).is_file():
+        if adapter_kind(folder) == "text":
+            return (f"{folder} is a text (causal-LM) LoRA adapter, not a CTranslate2 Whisper folder. Fix: serve it "
+                    f"on the text route: lorakit serve --adapter NAME={folder} (GGUF base, /v1/completions).")
+        return (f"{folder} is a Whisper LoRA adapter, not a CTranslate2 folder. Fix: merge and convert it first "
+                "(notebook 04: merge_adapter, then export_ct2) and pass the result, e.g. --model runs/04/ct2_int8.")
+    return (f"{folder}: no model.bin, so not a CTranslate2 Whisper folder. Fix: pass the folder notebook 04 "
+            "wrote (e.g. runs/04/ct2_int8), or convert a merged model with export_ct2(merged_dir, out_dir).")
 
 
 def prompt_ids(tokenizer, language: str = "zh") -> list[int]:
