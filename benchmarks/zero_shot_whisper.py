@@ -40,8 +40,8 @@ def main(argv: list[str] | None = None) -> dict:
     import opencc
     import torch
 
-    from lorakit_nb.metrics import light_normalize, normalize_zh
     from lorakit_nb.models.resolve import load_whisper
+    from lorakit_nb.normalize import light_normalize, normalize_zh
     from lorakit_nb.speech.data import load_manifest, read_audio
 
     rows = load_manifest(args.manifest)[: args.limit]

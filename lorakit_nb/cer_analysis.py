@@ -136,7 +136,7 @@ def scoring_normalizers() -> dict:
     """
     from transformers.models.whisper.english_normalizer import BasicTextNormalizer
 
-    from lorakit_nb.metrics import light_normalize, normalize_zh
+    from lorakit_nb.normalize import light_normalize, normalize_zh
 
     whisper_basic = BasicTextNormalizer()
     return {"none (raw text)": lambda t: t, "Whisper basic": lambda t: _squash(whisper_basic(t)),

@@ -19,11 +19,10 @@ from lorakit_nb.metrics import (
     cer_report,
     chrf,
     exact_match,
-    light_normalize,
     max_ngram_repeats,
-    normalize_zh,
     repetition_rate,
 )
+from lorakit_nb.normalize import light_normalize, normalize_zh
 
 # ---------------------------------------------------------------- normalizer
 

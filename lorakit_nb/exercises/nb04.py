@@ -20,7 +20,7 @@ def _check_most_helped(answer, raw_cers, normalized_cers, references=None, hypot
                                    f"gains {best:.2f}: compare raw minus normalized CER for every utterance")
     shown = f"utterance {answer}: CER {raw_cers[answer]:.2f} raw -> {normalized_cers[answer]:.2f} normalized"
     if references is not None and hypotheses is not None:
-        from lorakit_nb.metrics import normalize_zh
+        from lorakit_nb.normalize import normalize_zh
 
         shown += (f"\n  reference: {references[answer]} | zero-shot: {hypotheses[answer]} | "
                   f"normalized: {normalize_zh(hypotheses[answer])}")

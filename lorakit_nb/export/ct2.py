@@ -193,7 +193,8 @@ def parity_check(hf_model, processor, ct2_dir, audios, references, *, compute_ty
     window the export was trained with.
     Example: -> {"cer_hf": 0.121, "cer_ct2": 0.118, "cer_gap_points": 0.3, "agreement": 0.95, ...}
     """
-    from lorakit_nb.metrics import cer, normalize_zh
+    from lorakit_nb.metrics import cer
+    from lorakit_nb.normalize import normalize_zh
     from lorakit_nb.speech.evaluate import transcribe
 
     refs = list(references)

@@ -72,7 +72,8 @@ def compare_recipes(references, hypotheses: dict, *, reference: str = REFERENCE,
     cer {"deq-nf4": 0.0, "fp32": 0.167}, same_as_reference {"fp32": 0.0}, vs["fp32"]["reading"]
     "deq-nf4 better (interval excludes 0)" (one clip: every resample is that clip).
     """
-    from lorakit_nb.metrics import cer, compare_systems, normalize_zh
+    from lorakit_nb.metrics import cer, compare_systems
+    from lorakit_nb.normalize import normalize_zh
 
     if reference not in hypotheses:
         raise ExportError(f"no transcripts for the reference recipe {reference!r}; got {sorted(hypotheses)}")

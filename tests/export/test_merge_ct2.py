@@ -336,7 +336,7 @@ def test_evaluate_manifest_json(ct2_ready, tmp_path):
     has 13 characters and no punctuation, so its normalized form is itself and ref_chars is 13.
     CT2 float32 must give the same transcripts as transformers at the same window."""
     from lorakit_nb.export.score import evaluate_manifest
-    from lorakit_nb.metrics import normalize_zh
+    from lorakit_nb.normalize import normalize_zh
 
     manifest, rows = _tiny_manifest(tmp_path)
     out = evaluate_manifest(str(ct2_ready["merged"]), manifest, tmp_path / "hf.json", audio_seconds=5)
