@@ -22,10 +22,13 @@ SUMMARY_KEYS = {
     "01": ["max_abs_diff_vs_peft", "llama2_7b_r8_qv_trainable", "whisper_small_r64_qv_trainable",
            "lowrank_fit_mse_at_true_rank", "memory_full_measured_mb", "memory_lora_measured_mb"],
     "02": ["chrf_before", "chrf_after", "exact_match_before", "exact_match_after", "train_seconds"],
+    "02b": ["mandarin_identity_before", "mandarin_identity_after", "chrf_english_after", "tune_dev_chrf"],
     "03": ["cer_zero_shot", "cer_finetuned", "cer_ratio", "train_seconds"],
+    "03b": ["step_seconds_3000", "large_v3_full_states_gb", "qlora_weights_saved_mb", "checkpointing_saves_gb"],
     "04": ["cer_finetuned_hf", "cer_ct2_int8", "ct2_agreement_int8", "speed_ratio_ct2_int8_vs_hf"],
     "05": ["cer_served", "cer_offline", "served_identical_fraction", "p95_ms_c1", "throughput_best_clips_per_s",
            "throughput_c8_over_offline_batched"],
+    "05b": ["base_gguf_mb", "one_answer_chrf_median"],
 }
 
 

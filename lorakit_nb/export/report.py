@@ -108,8 +108,8 @@ def whisper_cards(folders: dict, own_cer: dict, shared_scores: dict, *, base_mod
         engine = "transformers fp32" if kind == "merged" else f"CTranslate2 {kind}"
         scores = {f"CER on the {n_test} test clips, this folder ({engine}, normalize_zh)": own_cer[kind],
                   **shared_scores}
-        title = ("whisper-base + Mandarin LoRA (merged)" if kind == "merged"
-                 else f"whisper-base + Mandarin LoRA, CTranslate2 {kind}")
+        title = (f"{base_model} + Mandarin LoRA (merged)" if kind == "merged"
+                 else f"{base_model} + Mandarin LoRA, CTranslate2 {kind}")
         cards.append(write_model_card(folder, base_model, data_note, scores, LICENCES["whisper"], title=title,
                                       usage=_usage("merged" if kind == "merged" else "ct2", folder.name, audio_seconds),
                                       notes=[*notes, *WHISPER_NOTES]))

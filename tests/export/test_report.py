@@ -169,6 +169,10 @@ def test_whisper_cards_lead_with_their_own_cer(tmp_path):
     assert "this folder (transformers fp32, normalize_zh) | 0.081 |" in merged and "MIT" in merged
     assert "lorakit serve --model int8" in int8 and "shrink_audio_context(model, processor, 5)" in merged
     assert "merged into nf4" in int8 and WHISPER_NOTES[0] in int8
+    # the title names the base the adapter was trained on, whichever it is
+    tiny = whisper_cards({"int8": folders["int8"]}, {"int8": 0.5}, {}, base_model="tiny-whisper", data_note="d",
+                         notes=[], audio_seconds=5, n_test=8)[0].read_text("utf-8")
+    assert "tiny-whisper + Mandarin LoRA, CTranslate2 int8" in tiny and "whisper-base +" not in tiny
 
 
 def test_text_card(tmp_path):
