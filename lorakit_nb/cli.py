@@ -7,6 +7,7 @@
     lorakit data import SRC --out DIR [--format auto|folder|commonvoice|aishell] [--split NAME]
     lorakit serve [--model runs/04/ct2_int8] [--adapter wu-mandarin=runs/02/mandarin/adapter ...] --api-key-file KEYS
     lorakit export gguf --adapter runs/02/mandarin/adapter [--out wu-mandarin.gguf]
+    lorakit export whispercpp --model runs/04/merged [--type f16|q8_0|q5_0] [--out ggml-model.bin]
 
 Covers: argument parsing and turning the kit's errors into one readable line and exit code 1.
 Does not: contain any training or evaluation logic (each subcommand calls one package function).
@@ -99,6 +100,16 @@ def _serve(args) -> None:
 def _export(args) -> None:
     from lorakit_nb.export.gguf import export_gguf_adapter
 
+    if args.format == "whispercpp":
+        from lorakit_nb.export.whispercpp import export_whispercpp
+
+        if not args.model:
+            raise LorakitError("export whispercpp needs --model DIR (a merged Whisper folder, e.g. runs/04/merged)")
+        path = export_whispercpp(args.model, args.out, args.type)
+        print(f"{args.model} -> {path} ({path.stat().st_size / 1e6:.1f} MB, {args.type}) for whisper.cpp")
+        return
+    if not args.adapter:
+        raise LorakitError("export gguf needs --adapter DIR (a peft adapter folder, e.g. runs/02/mandarin/adapter)")
     out = args.out or args.adapter.rstrip("/") + ".gguf"
     info = export_gguf_adapter(args.adapter, out, args.base)
     print(f"{args.adapter} -> {info['path']} ({info['tensors']} tensors, {info['bytes'] / 1e6:.1f} MB, rank "
@@ -134,10 +145,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("names", nargs="*", default=["whisper-base", "gemma-3-270m"])
     p.set_defaults(func=_models)
 
-    p = sub.add_parser("export", help="export an adapter for another engine (gguf: llama.cpp)")
-    p.add_argument("format", choices=("gguf",), help="gguf: a llama.cpp LoRA adapter file")
-    p.add_argument("--adapter", required=True, help="peft adapter folder, e.g. runs/02/mandarin/adapter")
-    p.add_argument("--out", default=None, help="output .gguf (default: next to the adapter folder)")
+    p = sub.add_parser("export", help="export for another engine (gguf: llama.cpp adapter; whispercpp: whisper.cpp)")
+    p.add_argument("format", choices=("gguf", "whispercpp"),
+                   help="gguf: a llama.cpp LoRA adapter file; whispercpp: a merged Whisper as a whisper.cpp ggml .bin")
+    p.add_argument("--adapter", default=None, help="gguf: peft adapter folder, e.g. runs/02/mandarin/adapter")
+    p.add_argument("--model", default=None, help="whispercpp: merged Whisper folder, e.g. runs/04/merged")
+    p.add_argument("--type", default="f16", choices=("f16", "q8_0", "q5_0", "f32"), help="whispercpp weights (default f16)")
+    p.add_argument("--out", default=None, help="output file (default: next to the adapter / model folder)")
     p.add_argument("--base", default=None, help="base GGUF it will run on (default: the offline gemma-3-270m)")
     p.set_defaults(func=_export)
 
