@@ -101,6 +101,7 @@ def export_gguf_adapter(adapter_dir, out, base_gguf=None) -> dict:
     adapter_dir, out = Path(adapter_dir), Path(out)
     cfg_path, weights = adapter_dir / "adapter_config.json", adapter_dir / "adapter_model.safetensors"
     cfg, _ = read_adapter(adapter_dir)  # missing or broken files: one line naming the file
+    ensure_writable(out.parent)  # a read-only or full disk: say so before the tensors are converted
     if base_gguf is None:
         from lorakit_nb.models.packs import gemma_gguf
 
@@ -108,7 +109,6 @@ def export_gguf_adapter(adapter_dir, out, base_gguf=None) -> dict:
     base_gguf = Path(base_gguf)
     if not base_gguf.is_file():
         raise MissingFileError(f"base GGUF {base_gguf} not found: pass the .gguf file the adapter will run on")
-    ensure_writable(out.parent)  # a read-only or full disk: say so before the tensors are converted
     where = f"{cfg_path}"
     if cfg.get("peft_type") != "LORA":
         raise ExportError(f"{where}: peft_type {cfg.get('peft_type')!r}; only LoRA adapters export to llama.cpp")
