@@ -201,3 +201,48 @@ def test_variant_keys_from_yaml_with_line(tmp_path):
     path.write_text(path.read_text("utf-8").replace("svd", "pissa_niter_2"), encoding="utf-8")
     cfg = load_config(path, check_files=False)
     assert (cfg.target_modules, cfg.use_rslora, cfg.init_lora_weights) == ("all-linear", True, "pissa_niter_2")
+
+
+@pytest.mark.parametrize("ratio", [1.5, 1.0, -0.1])
+def test_warmup_ratio_outside_0_1_is_refused(ratio):
+    """transformers 5 reads warmup_steps >= 1 as a step COUNT: an unchecked warmup_ratio 1.5 became 1 warmup
+    step, silently. The config keeps it a fraction: 0 <= warmup_ratio < 1."""
+    with pytest.raises(ConfigError, match=r"warmup_ratio is the fraction .* 0 <= warmup_ratio < 1"):
+        config_from_dict({"base_model": "tiny-gemma", "train_data_dir": ".", "warmup_ratio": ratio}, check_files=False)
+
+
+def test_warmup_ratio_reaches_trainer_as_a_ratio():
+    """warmup_ratio 0.1 over 40 optimizer steps -> ceil(0.1 x 40) = 4 warmup steps, as Trainer computes them."""
+    from lorakit_nb.text.train import _training_args
+
+    cfg = config_from_dict({"base_model": "tiny-gemma", "train_data_dir": ".", "warmup_ratio": "0.1",
+                            "output_dir": "unused"}, check_files=False)
+    args = _training_args(cfg, n_train=8, on_gpu=False)
+    assert args.get_warmup_steps(40) == 4 and args.get_warmup_steps(7) == 1
+
+
+def test_field_types_come_from_the_annotations():
+    """Each TrainConfig field is coerced by its annotation alone (no second list of int/float/bool keys):
+    a whole-number field refuses 2.5, a float field takes "1e-4" (PyYAML's string for it), a bool field
+    refuses "yes", a nullable float takes null. Checked over every field, so a new field is covered as declared."""
+    import typing
+
+    from lorakit_nb.text.config import _coerce
+
+    hints = typing.get_type_hints(TrainConfig)
+    kinds = {name: hints[name] for name in hints if name not in ("source", "target_modules", "init_lora_weights")}
+    assert {kinds[k] for k in ("lora_rank", "dropout", "use_dora")} == {int, float, bool}
+    for name, hint in kinds.items():
+        if hint is int:
+            assert _coerce(name, "3", "<t>") == 3
+            with pytest.raises(ConfigError, match=f"`{name}` must be a whole number"):
+                _coerce(name, 2.5, "<t>")
+        elif hint in (float, float | None):
+            assert _coerce(name, "1e-4", "<t>") == pytest.approx(1e-4)
+            if hint is not float:
+                assert _coerce(name, None, "<t>") is None
+        elif hint is bool:
+            with pytest.raises(ConfigError, match=f"`{name}` must be true or false"):
+                _coerce(name, "yes", "<t>")
+        else:
+            assert _coerce(name, 7, "<t>") == "7"  # str fields: a number written bare stays text
