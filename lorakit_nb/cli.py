@@ -77,11 +77,9 @@ def _data_import(args) -> None:
 
 
 def _serve(args) -> None:
-    from lorakit_nb.serve.app import ServeSettings, serve
+    from lorakit_nb.serve.app import serve
+    from lorakit_nb.serve.settings import ServeSettings
 
-    settings = ServeSettings(max_body_bytes=int(args.max_body_mb * (1 << 20)), read_timeout=args.read_timeout,
-                             request_timeout=args.request_timeout, max_concurrency=args.max_concurrency,
-                             rate=args.rate, burst=args.burst)
     adapters = {}
     for spec in args.adapter:
         name, sep, path = spec.partition("=")
@@ -91,10 +89,8 @@ def _serve(args) -> None:
             raise LorakitError(f"--adapter {name!r} given twice; each adapter needs its own name")
         adapters[name] = path
     llm = True if args.llm == "" else args.llm  # --llm with no value: the offline gemma-3-270m GGUF
-    serve(args.model, host=args.host, port=args.port, api_key_file=args.api_key_file, no_auth=args.no_auth,
-          compute_type=args.compute_type, threads=args.threads, max_batch=args.max_batch,
-          max_wait_ms=args.max_wait_ms, max_queue=args.max_queue, model_name=args.model_name, settings=settings,
-          llm=llm, adapters=adapters, parallel=args.parallel)
+    serve(args.model, llm=llm, adapters=adapters, api_key_file=args.api_key_file, no_auth=args.no_auth,
+          settings=ServeSettings.from_args(args))
 
 
 def _export(args) -> None:
@@ -117,6 +113,8 @@ def _export(args) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from lorakit_nb.serve.settings import add_settings_flags  # dataclasses only: cheap to import
+
     parser = argparse.ArgumentParser(prog="lorakit", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -175,23 +173,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="serve a GGUF text model on /v1/completions (no value: the offline gemma-3-270m)")
     p.add_argument("--adapter", action="append", default=[], metavar="NAME=PATH",
                    help="a LoRA adapter served as model NAME (peft folder or .gguf); repeatable; implies --llm")
-    p.add_argument("--parallel", type=int, default=4, help="llama.cpp slots decoding text requests together")
-    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
-    p.add_argument("--port", type=int, default=8000)
     p.add_argument("--api-key-file", default=None, help="file with one API key per line (or set LORAKIT_API_KEYS)")
     p.add_argument("--no-auth", action="store_true", help="serve without API keys (127.0.0.1 only)")
-    p.add_argument("--model-name", default=None, help="model id clients pass (default: from the folder)")
-    p.add_argument("--compute-type", default="int8", help="CTranslate2 compute type (default int8)")
-    p.add_argument("--threads", type=int, default=None, help="CTranslate2 threads (default: all cores)")
-    p.add_argument("--max-batch", type=int, default=8, help="clips decoded together in one batch")
-    p.add_argument("--max-wait-ms", type=float, default=10.0, help="how long a batch waits for more clips")
-    p.add_argument("--max-queue", type=int, default=32, help="clips queued or decoding before 503")
-    p.add_argument("--max-concurrency", type=int, default=64, help="uploads in progress before 503")
-    p.add_argument("--max-body-mb", type=float, default=4.0, help="request body limit in MiB (413 beyond)")
-    p.add_argument("--rate", type=float, default=20.0, help="requests per second per API key (0: unlimited)")
-    p.add_argument("--burst", type=int, default=40, help="requests per API key allowed at once")
-    p.add_argument("--read-timeout", type=float, default=10.0, help="seconds without body bytes before 408")
-    p.add_argument("--request-timeout", type=float, default=60.0, help="seconds to a transcript before 504")
+    add_settings_flags(p)  # every other flag: one per ServeSettings field, with its default
     p.set_defaults(func=_serve)
     return parser
 

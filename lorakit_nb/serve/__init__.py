@@ -5,7 +5,9 @@ readiness, model listing and Prometheus metrics; API keys, per-key rate limits, 
 timeouts and a bounded queue; dynamic batching of concurrent requests into one CTranslate2 batch.
 Modules: ``errors`` (the JSON error shape), ``audio`` (uploads -> 16 kHz mono float32),
 ``security`` (keys, token buckets), ``engine`` (model + batcher), ``limits`` (ASGI byte cap, read
-timeout, admission), ``metrics``, ``app`` (routes, ``serve``), ``client`` (a subprocess launcher
+and upload deadlines, admission overall and per key), ``metrics``, ``settings`` (every flag and default),
+``context`` (what routes share), ``routes_speech`` / ``routes_text`` (the model routes), ``protocol``
+(JSON 400 for malformed HTTP), ``app`` (the app, info routes, ``serve``), ``client`` (a subprocess launcher
 for tests, notebooks and benchmarks), ``loadtest`` (an async load generator).
 
 Does not: terminate TLS (put a reverse proxy in front, see README), train, export or evaluate models,

@@ -23,6 +23,7 @@ stream tokens, or merge adapters into the base.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import secrets
 import tempfile
 import time
@@ -91,8 +92,9 @@ class TextEngine:
         if base_name in adapters:
             raise LorakitError(f"adapter name {base_name!r} is the base model's name; pick another")
         self._export_tmp = None
-        if export_dir is None:
+        if export_dir is None:  # removed by stop(); atexit covers a start that fails after this line
             self._export_tmp = tempfile.TemporaryDirectory(prefix="lorakit-gguf-")
+            atexit.register(self._export_tmp.cleanup)
             export_dir = self._export_tmp.name
         self.adapters = prepare_adapters(adapters, self.base_gguf, Path(export_dir))
         self.base_name = base_name
@@ -137,7 +139,11 @@ class TextEngine:
         return None
 
     async def stop(self) -> None:
+        """Stop taking work and delete the GGUF files exported at start (uvicorn re-raises SIGTERM after
+        shutdown, so exit handlers never run on the usual way out: this is where they go)."""
         self._pool.shutdown(wait=False, cancel_futures=True)
+        if self._export_tmp is not None:
+            self._export_tmp.cleanup()
 
     def request(self, prompt: str, model: str, strength: float, max_tokens: int, stop, temperature: float) -> dict:
         """The body llama.cpp gets (checked fields only): every adapter at 0 but the one named, at ``strength``."""

@@ -92,6 +92,13 @@ class ApiKeys:
                              "you were given", {"WWW-Authenticate": 'Bearer error="invalid_token"'})
         return found
 
+    def key_of_header(self, authorization: str | None) -> str | None:
+        """``check``'s key id, or None where ``check`` would refuse (for counting uploads per key)."""
+        try:
+            return self.check(authorization)
+        except ServeError:
+            return None
+
 
 class RateLimiter:
     """Token buckets per caller: ``rate`` requests/s sustained, ``burst`` at once. rate <= 0 disables it.

@@ -82,7 +82,7 @@ def test_base64_and_multipart():
 
 
 def test_subtitle_formats():
-    from lorakit_nb.serve.app import format_transcript
+    from lorakit_nb.serve.routes_speech import format_transcript
 
     assert format_transcript("srt", "你好", 3.2, [1], "zh")[0] == "1\n00:00:00,000 --> 00:00:03,200\n你好\n\n"
     assert format_transcript("vtt", "你好", 61.05, [1], "zh")[0] == "WEBVTT\n\n00:00:00.000 --> 00:01:01.050\n你好\n\n"

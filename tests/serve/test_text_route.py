@@ -34,7 +34,10 @@ def server(tmp_path_factory):
     gguf_file = export_gguf_adapter(folder, tmp / "wu.gguf", base)["path"]
     args = ["--adapter", f"wu-peft={folder}", "--adapter", f"wu-gguf={gguf_file}", "--parallel", "2",
             "--rate", "0", "--max-queue", "8", "--request-timeout", "300"]  # a loaded CI machine is slow, not broken
-    with ServerProcess(None, keys=[KEY], args=args, startup_timeout=300) as srv:
+    tmpdir = tmp / "server_tmp"  # the server's TMPDIR: where it exports the peft adapter at start
+    tmpdir.mkdir()
+    with ServerProcess(None, keys=[KEY], args=args, startup_timeout=300, env={"TMPDIR": str(tmpdir)}) as srv:
+        srv.tmpdir = tmpdir
         yield srv
 
 
@@ -131,3 +134,13 @@ def test_concurrent_requests_all_answer_and_are_counted(server):
 def test_still_correct_after_the_errors(server):
     assert complete(server, "wu-gguf", strength=0)["choices"][0]["text"] == \
         complete(server, "gemma-3-270m")["choices"][0]["text"]
+
+
+def test_exported_gguf_temp_files_are_removed_on_shutdown(server):
+    """Runs last: the adapter exported at start lives in TMPDIR/lorakit-gguf-* while serving, and is gone
+    once the server stopped on SIGTERM (uvicorn re-raises the signal, so only the app's shutdown can do it)."""
+    exported = list(server.tmpdir.glob("lorakit-gguf-*/*.gguf"))
+    assert exported and exported[0].stat().st_size > 10_000, list(server.tmpdir.iterdir())
+    server.stop()
+    assert server.proc.returncode is not None
+    assert not list(server.tmpdir.glob("lorakit-gguf-*")), list(server.tmpdir.iterdir())
