@@ -19,7 +19,7 @@ Covers ``LimitsMiddleware``, which wraps the whole application and, for every HT
 Bodies are never copied or logged here.
 
 Does not: time out slow *headers* (uvicorn has no header timeout: terminate connections at a
-reverse proxy for that), authenticate (``security``), or cap decode time (``app`` does, with 504).
+reverse proxy for that), authenticate (``security``), or cap decode time (the routes do, with 504).
 """
 from __future__ import annotations
 
