@@ -246,13 +246,13 @@ def train_from_config(config_or_path, *, callbacks=None, model=None, tokenizer=N
         cfg = config_from_dict({**cfg.to_dict(), **overrides}, source=cfg.source, check_files=False)
     check_inputs(cfg)  # missing model or data -> error now, before minutes of loading
     checkpoint = resume_checkpoint(resume, cfg.output_dir)  # and no checkpoint to resume -> error now too
-    ensure_writable(cfg.output_dir)  # a read-only or full output folder, too
-    if model is None and resume_adapter is None:
-        check_target_modules(cfg)  # layer names the base lacks, from its config.json where it is on disk
     files = data_files(cfg)
     # a dev sentence also in train would make the dev loss (and the best checkpoint it picks) a memory test
     splits = load_disjoint({"train": files["train"], "dev": files["dev"]})
     train_pairs, dev_pairs = splits["train"], splits["dev"]
+    if model is None and resume_adapter is None:
+        check_target_modules(cfg)  # layer names the base lacks, from its config.json where it is on disk
+    ensure_writable(cfg.output_dir)  # a read-only or full output folder: said before the model loads, too
     if cfg.max_train_examples > 0:
         train_pairs = train_pairs[: cfg.max_train_examples]
     set_seed(cfg.seed)
