@@ -44,7 +44,7 @@ class ServeSettings:
     upload_timeout: float = _knob(60.0, "seconds to receive a whole request body before 408, however it trickles")
     request_timeout: float = _knob(60.0, "seconds from admission to transcript or completion before 504")
     max_concurrency: int = _knob(64, "uploads being received or processed at once before 503")
-    max_uploads_per_key: int = _knob(8, "uploads in flight per API key before 429 (0: no cap; --no-auth: one key)")
+    max_uploads_per_key: int = _knob(48, "uploads in flight per API key before 429 (0: no cap; --no-auth: one key)")
     rate: float = _knob(20.0, "requests per second per API key (0: unlimited)")
     burst: int = _knob(40, "requests per API key allowed at once")
     max_prompt_chars: int = _knob(8000, "longest completion prompt in characters (413 beyond)")
