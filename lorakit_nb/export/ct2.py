@@ -28,6 +28,8 @@ import numpy as np
 from lorakit_nb.errors import ExportError
 from lorakit_nb.speech.window import SAMPLE_RATE
 
+FALLBACK_NO_REPEAT_NGRAM = 3  # tokens; the repetition guard's second greedy pass may not repeat a 3-gram
+REPETITION_GUARD = False  # ct2_transcribe's default, set from benchmarks/repetition_guard.py's measurement
 QUANTIZATIONS = ("int8", "float32", "int8_float32", "int16", "float16", "bfloat16")
 # What faster-whisper (tokenizer.json, preprocessor_config.json) and WhisperProcessor.from_pretrained need;
 # never config.json: the CTranslate2 folder has its own.
@@ -112,40 +114,56 @@ def prompt_ids(tokenizer, language: str = "zh") -> list[int]:
                                             "<|notimestamps|>"])
 
 
-def ct2_generate(ct2_model, features: np.ndarray, prompt: list[int], max_new_tokens: int) -> list[list[int]]:
+def ct2_generate(ct2_model, features: np.ndarray, prompt: list[int], max_new_tokens: int, **options) -> list[list[int]]:
     """Greedy token ids (prompt and end-of-text excluded) for a (batch, n_mels, frames) float32 array.
 
     Any ``frames`` works: the CT2 encoder adds only the first frames // 2 position rows, exactly what
-    ``speech.whisper.shrink_audio_context`` keeps. Example: features (8, 80, 500) -> 8 token lists.
+    ``speech.whisper.shrink_audio_context`` keeps. ``options``: more ``Whisper.generate`` arguments
+    (e.g. ``no_repeat_ngram_size=3``). Example: features (8, 80, 500) -> 8 token lists.
     """
     import ctranslate2
 
     x = ctranslate2.StorageView.from_array(np.ascontiguousarray(features, dtype=np.float32))
-    results = ct2_model.generate(x, [prompt] * features.shape[0], beam_size=1, max_length=2 * max_new_tokens)
+    results = ct2_model.generate(x, [prompt] * features.shape[0], beam_size=1, max_length=2 * max_new_tokens,
+                                 **options)
     return [r.sequences_ids[0] for r in results]
 
 
-def ct2_decoder(ct2_model, processor, language: str = "zh"):
-    """``decode(features, cap)`` for a CTranslate2 Whisper: the counterpart of ``speech.evaluate.hf_decoder``."""
+def ct2_decoder(ct2_model, processor, language: str = "zh", *, repetition_guard: bool = False,
+                guard_stats: dict | None = None, **options):
+    """``decode(features, cap)`` for a CTranslate2 Whisper: the counterpart of ``speech.evaluate.hf_decoder``.
+
+    ``repetition_guard``: a looping transcript (``speech.repetition.is_repetitive``) is decoded again
+    greedily with ``no_repeat_ngram_size=FALLBACK_NO_REPEAT_NGRAM``; ``guard_stats`` counts it.
+    """
     prompt = prompt_ids(processor.tokenizer, language)
 
-    def decode(features, cap):
-        return [processor.tokenizer.decode(ids, skip_special_tokens=True)
-                for ids in ct2_generate(ct2_model, features, prompt, cap)]
+    def decoder(**extra):
+        def decode(features, cap):
+            return [processor.tokenizer.decode(ids, skip_special_tokens=True)
+                    for ids in ct2_generate(ct2_model, features, prompt, cap, **options, **extra)]
+        return decode
 
-    return decode
+    if not repetition_guard:
+        return decoder()
+    from lorakit_nb.speech.repetition import guarded
+
+    return guarded(decoder(), decoder(no_repeat_ngram_size=FALLBACK_NO_REPEAT_NGRAM), stats=guard_stats)
 
 
 def ct2_transcribe(ct2_model, processor, audios, *, batch_size: int = 8, per_second: float = 6.0,
-                   max_new_tokens=None, language: str = "zh") -> list[str]:
+                   max_new_tokens=None, language: str = "zh", repetition_guard: bool = REPETITION_GUARD,
+                   guard_stats: dict | None = None) -> list[str]:
     """``speech.evaluate.transcribe`` for a CTranslate2 model: the same loop, features, batches and caps.
 
+    ``repetition_guard``: see ``ct2_decoder``; its default is measured (``benchmarks/repetition_guard.py``).
     Example: ct2_transcribe(load_ct2("runs/04/ct2_int8"), processor, audios) -> ["今天...", ...]
     """
     from lorakit_nb.speech.evaluate import transcribe_loop
 
-    return transcribe_loop(ct2_decoder(ct2_model, processor, language), processor, audios, batch_size=batch_size,
-                           max_new_tokens=max_new_tokens, per_second=per_second)
+    decode = ct2_decoder(ct2_model, processor, language, repetition_guard=repetition_guard, guard_stats=guard_stats)
+    return transcribe_loop(decode, processor, audios, batch_size=batch_size, max_new_tokens=max_new_tokens,
+                           per_second=per_second)
 
 
 def shipped_window(ct2_dir) -> int:

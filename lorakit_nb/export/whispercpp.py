@@ -139,6 +139,9 @@ def export_whispercpp(merged_dir, out_path=None, file_type: str = "f16") -> Path
     c = json.loads((merged_dir / "config.json").read_text(encoding="utf-8"))
     if c.get("model_type") != "whisper":
         raise ExportError(f"{merged_dir}/config.json: model_type {c.get('model_type')!r}; only Whisper exports to whisper.cpp")
+    if c["encoder_ffn_dim"] != 4 * c["d_model"] or c["decoder_ffn_dim"] != 4 * c["d_model"]:
+        raise ExportError(f"{merged_dir}/config.json: feed-forward width {c['encoder_ffn_dim']}/{c['decoder_ffn_dim']} is "
+                          f"not 4 x d_model ({4 * c['d_model']}); whisper.cpp builds every Whisper with that width")
     ftype, _ = FTYPES[file_type]
     hparams = [c["vocab_size"], c["max_source_positions"], c["d_model"], c["encoder_attention_heads"],
                c["encoder_layers"], c["max_target_positions"], c["d_model"], c["decoder_attention_heads"],
