@@ -100,11 +100,18 @@ def _check_variant(cfg, fail) -> None:
 def linear_layer_names(model) -> list[str]:
     """Dotted names of a model's nn.Linear layers (bitsandbytes' 4/8-bit Linear included).
 
-    Example: tiny-gemma -> ["model.layers.0.self_attn.q_proj", ..., "lm_head"]
+    A layer peft has already wrapped counts under its own name (its ``base_layer``); the adapters' own
+    ``lora_A`` / ``lora_B`` Linears are not layers of the model.
+    Example: tiny-gemma -> ["model.layers.0.self_attn.q_proj", ..., "lm_head"] (with or without a LoRA on q_proj)
     """
     import torch
 
-    return [name for name, module in model.named_modules() if isinstance(module, torch.nn.Linear)]
+    names = []
+    for name, module in model.named_modules():
+        if not isinstance(module, torch.nn.Linear) or ".lora_A." in name or ".lora_B." in name:
+            continue
+        names.append(name.removesuffix(".base_layer"))
+    return names
 
 
 def _meta_linear_names(base_model: str) -> list[str] | None:

@@ -246,3 +246,17 @@ def test_field_types_come_from_the_annotations():
                 _coerce(name, "yes", "<t>")
         else:
             assert _coerce(name, 7, "<t>") == "7"  # str fields: a number written bare stays text
+
+
+def test_target_modules_check_sees_through_a_peft_wrapped_layer():
+    """A model that already carries a LoRA on q_proj/v_proj (02b trains variants on such a model) still has
+    q_proj and v_proj as layers: the check must name them, not the adapters' lora_A/lora_B or base_layer."""
+    from peft import LoraConfig, get_peft_model
+
+    from lorakit_nb.models.resolve import load_causal_lm
+    from lorakit_nb.text.config_rules import linear_layer_names
+
+    model, _ = load_causal_lm("tiny-gemma")
+    wrapped = get_peft_model(model, LoraConfig(r=2, target_modules=["q_proj", "v_proj"]), adapter_name="plain")
+    leaves = {n.rsplit(".", 1)[-1] for n in linear_layer_names(wrapped)}
+    assert {"q_proj", "v_proj", "k_proj"} <= leaves and not leaves & {"base_layer", "plain", "lora_A", "lora_B"}
