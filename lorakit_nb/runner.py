@@ -26,6 +26,7 @@ SUMMARY_KEYS = {
     "03": ["cer_zero_shot", "cer_finetuned", "cer_ratio", "train_seconds"],
     "03b": ["step_seconds_3000", "large_v3_full_states_gb", "qlora_weights_saved_mb", "checkpointing_saves_gb"],
     "04": ["cer_finetuned_hf", "cer_ct2_int8", "ct2_agreement_int8", "speed_ratio_ct2_int8_vs_hf"],
+    "04b": ["cer_ct2_int8", "cer_whispercpp_f16", "cer_whispercpp_q8_0", "cer_whispercpp_q5_0"],
     "05": ["cer_served", "cer_offline", "served_identical_fraction", "p95_ms_c1", "throughput_best_clips_per_s",
            "throughput_c8_over_offline_batched"],
     "05b": ["base_gguf_mb", "one_answer_chrf_median"],

@@ -194,6 +194,18 @@ def check_04(m):
     assert claims["seed2_speedup_2_3x"]["verdict"] == "not comparable"
 
 
+def check_04b(m):
+    # whisper.cpp's ggml files of the shipped merge: each scored on the same 40 clips at the trained window
+    rows = {r["engine"]: r for r in m["engines"]}
+    assert set(rows) == {"ct2_int8", "whispercpp_f16", "whispercpp_q8_0", "whispercpp_q5_0"} and m["n_clips"] == 40
+    for name in ("whispercpp_f16", "whispercpp_q8_0"):  # parity: within 1 CER point, or a gap 40 clips cannot resolve
+        lo, hi = rows[name]["gap_ci95"]
+        assert abs(rows[name]["gap_points"]) <= 1 or lo <= 0 <= hi, rows[name]
+    sizes = m["sizes_mb"]
+    assert sizes["whisper.cpp q5_0"] < sizes["whisper.cpp q8_0"] < sizes["whisper.cpp f16"]
+    assert m["claims"]["seed2_gguf_q4_k_m_cpu"]["verdict"] in ("partly", "wrong")  # never "holds": not GGUF
+
+
 def check_05(m):
     assert m["cer_served"] == m["cer_offline"] and 0 <= m["cer_served"] <= 2  # same decoding over HTTP
     assert m["served_identical_fraction"] == 1.0
@@ -228,7 +240,7 @@ def check_05b(m):
     assert 0 < m["one_answer_chrf_median"] < 100  # the weight of one answer on 30 sentences, computed
 
 
-CHECKS = {"01": check_01, "02": check_02, "02b": check_02b, "03": check_03, "03b": check_03b, "04": check_04, "05": check_05, "05b": check_05b}
+CHECKS = {"01": check_01, "02": check_02, "02b": check_02b, "03": check_03, "03b": check_03b, "04": check_04, "04b": check_04b, "05": check_05, "05b": check_05b}
 
 
 @pytest.mark.notebook
@@ -259,6 +271,7 @@ SMOKE_KEYS = {
            "ct2_float32_bytes", "cer_ct2_int8", "ct2_agreement_int8", "cer_faster_whisper_int8", "faster_whisper_gap_points", "speed_ratio_ct2_int8_vs_hf",
            "text_merged_bytes", "merge_base", "merge_chosen_on", "merge_dev", "merged_same_as_qlora", "shipped_model",
            "cer_test_shipped", "cer_test_shipped_ci95", "ct2_float16_bytes", "claims"],
+    "04b": ["profile", "window_seconds", "n_clips", "sizes_mb", "whispercpp_skipped"],
     "05": ["profile", "cer_served", "cer_offline", "served_identical_fraction", "load", "p95_ms_c1",
            "throughput_c8_over_offline_batched", "protections", "claims", "server_rss_mb"],
     "05b": ["profile", "text_on_llamacpp", "text_models", "base_gguf_mb", "gguf_adapter_mb", "text_parity"],

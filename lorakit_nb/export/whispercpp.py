@@ -23,8 +23,11 @@ the data. ``ftype`` of a quantized file carries ``2 * 1000`` (ggml's quantizatio
 """
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import struct
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -166,6 +169,24 @@ def export_whispercpp(merged_dir, out_path=None, file_type: str = "f16") -> Path
     return out_path
 
 
+@contextlib.contextmanager
+def _quiet_native_stderr():
+    """whisper.cpp logs every load and state allocation on file descriptor 2; silence that descriptor inside.
+
+    pywhispercpp's own redirect needs ``sys.stderr.fileno()``, which a Jupyter kernel's stderr lacks (so its
+    logs filled the notebook); this redirects descriptor 2 itself. Python's own errors still raise normally.
+    """
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with open(os.devnull, "w") as devnull:
+        os.dup2(devnull.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
 def load_whispercpp(model_path, *, threads: int | None = None):
     """A ``pywhispercpp.model.Model`` on a local ggml file (never a download), greedy, no timestamps, quiet."""
     import torch
@@ -173,9 +194,10 @@ def load_whispercpp(model_path, *, threads: int | None = None):
 
     if not Path(model_path).is_file():  # pywhispercpp would otherwise try to download a model by that name
         raise ExportError(f"{model_path}: no such file; write it with export_whispercpp(merged_dir)")
-    return Model(str(model_path), redirect_whispercpp_logs_to=None, n_threads=threads or torch.get_num_threads(),
-                 print_progress=False, print_realtime=False, no_context=True, no_timestamps=True,
-                 single_segment=True, suppress_blank=True, temperature_inc=0.0)
+    with _quiet_native_stderr():
+        return Model(str(model_path), redirect_whispercpp_logs_to=False, n_threads=threads or torch.get_num_threads(),
+                     print_progress=False, print_realtime=False, no_context=True, no_timestamps=True,
+                     single_segment=True, suppress_blank=True, temperature_inc=0.0)
 
 
 def whispercpp_transcribe(model, audios, *, audio_seconds: int = 30, language: str = "zh",
@@ -192,7 +214,8 @@ def whispercpp_transcribe(model, audios, *, audio_seconds: int = 30, language: s
     out = []
     for audio in audios:
         audio = np.asarray(audio, dtype=np.float32)
-        segments = model.transcribe(audio, language=language, audio_ctx=positions_for(audio_seconds),
-                                    max_tokens=max_new_tokens_for(len(audio) / SAMPLE_RATE, per_second=per_second))
+        with _quiet_native_stderr():
+            segments = model.transcribe(audio, language=language, audio_ctx=positions_for(audio_seconds),
+                                        max_tokens=max_new_tokens_for(len(audio) / SAMPLE_RATE, per_second=per_second))
         out.append("".join(s.text for s in segments).strip())
     return out
