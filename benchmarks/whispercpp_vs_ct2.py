@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,6 +35,7 @@ def main(argv: list[str] | None = None) -> dict:
     from transformers import WhisperProcessor
 
     from lorakit_nb.export.ct2 import ct2_transcribe, export_ct2, load_ct2, shipped_window
+    from lorakit_nb.export.engines import compare_engines
     from lorakit_nb.export.whispercpp import export_whispercpp, load_whispercpp, whispercpp_transcribe
     from lorakit_nb.metrics import cer
     from lorakit_nb.speech.evaluate import load_clips
@@ -56,36 +56,26 @@ def main(argv: list[str] | None = None) -> dict:
             sizes[f"whispercpp_{t}"] = path.stat().st_size
             wmodels[t] = load_whispercpp(path)
             engines[f"whispercpp_{t}"] = (lambda m: lambda a: whispercpp_transcribe(m, a, audio_seconds=window))(wmodels[t])
-        first = next(iter(clips.values()))[0][:1]
-        for run in engines.values():  # warm-up: first-call allocations out of the timing
-            run(first)
-        hyps = {e: {s: [] for s in clips} for e in engines}
-        seconds = dict.fromkeys(engines, 0.0)
-        for s, (audios, _) in clips.items():
-            for audio in audios:
-                for e, run in engines.items():
-                    t0 = time.perf_counter()
-                    hyps[e][s] += run([audio])
-                    seconds[e] += time.perf_counter() - t0
+        audios = [audio for set_audios, _ in clips.values() for audio in set_audios]
+        refs_all = [r for _, refs in clips.values() for r in refs]
+        rows, hyps = compare_engines(engines, audios, refs_all, reference="ct2_int8")  # turns clip by clip
         del wmodels, engines
-    n = sum(len(a) for a, _ in clips.values())
-    refs_all = [r for _, refs in clips.values() for r in refs]
+    n = len(audios)
+    bounds, start = {}, 0
+    for s, (a, _) in clips.items():
+        bounds[s], start = (start, start + len(a)), start + len(a)
     results = {"model": args.model, "ct2": str(ct2_dir), "window_seconds": window, "threads": torch.get_num_threads(),
                "clips": {s: len(a) for s, (a, _) in clips.items()}, "engines": {}}
-    base = None
     print(f"{args.model} at a {window} s window ({window * 50} encoder positions), {n} clips, "
           f"{torch.get_num_threads()} threads")
-    for e in hyps:
-        row = {f"cer_{s}": cer(clips[s][1], hyps[e][s]) for s in clips}
-        row["cer_all"] = cer(refs_all, [h for s in clips for h in hyps[e][s]])
-        row.update(seconds=seconds[e], clips_per_s=n / seconds[e], mb=sizes[e] / 1e6, hypotheses=hyps[e])
-        base = base or row
-        row["cer_gap_points"] = 100 * (row["cer_all"] - base["cer_all"])
-        row["speed_vs_ct2_int8"] = row["clips_per_s"] / base["clips_per_s"]
+    for row in rows:
+        e = row["engine"]
+        row.update({f"cer_{s}": cer(clips[s][1], hyps[e][lo:hi]) for s, (lo, hi) in bounds.items()})
+        row.update(mb=sizes[e] / 1e6, hypotheses=hyps[e])
         results["engines"][e] = row
-        print(f"{e:18s} CER test {row['cer_test']:.4f}  other {row['cer_other_voice']:.4f}  all {row['cer_all']:.4f} "
-              f"(gap {row['cer_gap_points']:+.2f} pt)  {row['clips_per_s']:.2f} clips/s  "
-              f"x{row['speed_vs_ct2_int8']:.2f} vs CT2 int8  {row['mb']:.1f} MB")
+        print(f"{e:18s} CER test {row['cer_test']:.4f}  other {row['cer_other_voice']:.4f}  all {row['cer']:.4f} "
+              f"(gap {row['gap_points']:+.2f} pt)  {row['clips_per_s']:.2f} clips/s  "
+              f"x{row['speed_vs_reference']:.2f} vs CT2 int8  {row['mb']:.1f} MB")
     if args.json:
         from lorakit_nb.io import write_json_atomic
 
