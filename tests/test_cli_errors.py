@@ -40,7 +40,7 @@ def adapters(tmp_path_factory):
     from peft import LoraConfig, get_peft_model
     from transformers import WhisperForConditionalGeneration
 
-    from lorakit_nb.io import SpeechSidecar, TrainSidecar, save_adapter
+    from lorakit_nb.adapter_files import SpeechSidecar, TrainSidecar, save_adapter
     from lorakit_nb.models.resolve import load_causal_lm, resolve_model
 
     root = tmp_path_factory.mktemp("adapters")

@@ -96,7 +96,7 @@ def _not_ct2_message(folder: Path) -> str:
     """What a folder without model.bin is, and what to do with it: a text adapter is served with --adapter,
     a Whisper adapter or merged model is exported first (notebook 04). Example: a notebook 02 adapter ->
     "runs/02/mandarin/adapter is a text (causal-LM) LoRA adapter, not a CTranslate2 Whisper folder ..."."""
-    from lorakit_nb.io import ADAPTER_CONFIG, adapter_kind
+    from lorakit_nb.adapter_files import ADAPTER_CONFIG, adapter_kind
 
     if (folder / ADAPTER_CONFIG).is_file():
         if adapter_kind(folder) == "text":
@@ -127,6 +127,25 @@ def ct2_generate(ct2_model, features: np.ndarray, prompt: list[int], max_new_tok
     results = ct2_model.generate(x, [prompt] * features.shape[0], beam_size=1, max_length=2 * max_new_tokens,
                                  **options)
     return [r.sequences_ids[0] for r in results]
+
+
+def ct2_decode_batch(ct2_model, processor, audios, prompt: list[int], *, per_second: float = 6.0) -> list[tuple[str, list[int]]]:
+    """Clips as ONE greedy batch, each cut to its OWN token cap: [(text, token ids)] in input order.
+
+    The batch runs with its longest clip's cap and every clip's tokens are then cut to its own
+    (``speech.evaluate.max_new_tokens_for``): what greedy decoding of that clip alone gives, so a
+    transcript never depends on its batch mates. The server's engine and ``export.longform`` use it.
+    Example: ct2_decode_batch(model, processor, [a, b], prompt_ids(processor.tokenizer)) -> [("你好", [...]), ...]
+    """
+    from lorakit_nb.speech.evaluate import max_new_tokens_for
+    from lorakit_nb.speech.whisper import featurize
+
+    feats = featurize(processor, audios)
+    x = np.stack([f["input_features"] for f in feats])  # (batch, n_mels, window frames)
+    caps = [max_new_tokens_for(f["seconds"], per_second=per_second) for f in feats]
+    ids = ct2_generate(ct2_model, x, prompt, max(caps))
+    tok = processor.tokenizer
+    return [(tok.decode(t[:c], skip_special_tokens=True).strip(), list(t[:c])) for t, c in zip(ids, caps)]
 
 
 def ct2_decoder(ct2_model, processor, language: str = "zh", *, repetition_guard: bool = False,

@@ -22,8 +22,9 @@ import re
 import tempfile
 from pathlib import Path
 
+from lorakit_nb.adapter_files import read_adapter
 from lorakit_nb.errors import ExportError, MissingFileError
-from lorakit_nb.io import ensure_writable, read_adapter, writing
+from lorakit_nb.io import ensure_writable, writing
 
 GGUF_NAMES = {"self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
               "self_attn.o_proj": "attn_output", "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up",

@@ -19,8 +19,9 @@ from pathlib import Path
 
 import torch
 
+from lorakit_nb.adapter_files import ExportSidecar, SpeechSidecar, read_adapter
 from lorakit_nb.errors import ExportError
-from lorakit_nb.io import ExportSidecar, SpeechSidecar, atomic_dir, read_adapter, write_text_atomic
+from lorakit_nb.io import atomic_dir, write_text_atomic
 
 NOTICE_FILES = ("LICENSE*", "LICENCE*", "NOTICE*", "*TERMS*")  # copied from the base folder into a merge
 LICENCES = {

@@ -18,8 +18,9 @@ import math
 import time
 from pathlib import Path
 
+from lorakit_nb.adapter_files import SpeechSidecar, adapter_kind, read_adapter
 from lorakit_nb.errors import AdapterError, ExportError
-from lorakit_nb.io import SpeechSidecar, adapter_kind, ensure_writable, read_adapter
+from lorakit_nb.io import ensure_writable
 from lorakit_nb.speech.window import FULL_WINDOW_SECONDS as MAX_SECONDS
 from lorakit_nb.speech.window import SAMPLE_RATE, window_of
 

@@ -15,8 +15,9 @@ from pathlib import Path
 
 import torch
 
+from lorakit_nb.adapter_files import read_adapter
 from lorakit_nb.export.merge import load_base_fp32, merge_adapter
-from lorakit_nb.io import dir_bytes, read_adapter, weights_bytes
+from lorakit_nb.io import dir_bytes, weights_bytes
 from lorakit_nb.text.adapters import adapter_train_config
 from lorakit_nb.text.data import DEFAULT_TEMPLATE
 

@@ -12,15 +12,16 @@ Covers:
 - Bounded queue: more than ``max_queue`` clips admitted and not finished -> 503 ``queue_full`` with
   ``Retry-After`` estimated from recent batch times.
 
-Decoding is the kit's, step for step: ``speech.whisper.featurize`` at the model's window, greedy
-``export.ct2.ct2_generate``, and the per-clip token cap ``speech.evaluate.max_new_tokens_for``.
+Decoding is the kit's, step for step: ``export.ct2.ct2_decode_batch`` (``speech.whisper.featurize``
+at the model's window, greedy ``ct2_generate``, the per-clip token cap ``max_new_tokens_for``).
 A batch runs with its longest clip's cap and every clip's tokens are then cut to its OWN cap, which
 is what greedy decoding of that clip alone gives: a transcript never depends on which other
 requests shared its batch. (``ct2_transcribe`` gives each offline batch its longest clip's cap, so
 a clip that hits its cap may decode a few tokens further there than alone or here.)
 
 Does not: parse HTTP, check keys or sizes (``app``, ``limits``, ``security``), run on GPU, beam-search,
-or split clips longer than the window (they are refused before they get here).
+or split clips longer than the window (``routes_speech`` cuts them with ``export.longform`` and
+queues each piece here).
 """
 from __future__ import annotations
 
@@ -71,8 +72,8 @@ class Engine:
                  on_batch=None):
         from transformers import WhisperProcessor
 
+        from lorakit_nb.adapter_files import ExportSidecar
         from lorakit_nb.export.ct2 import load_ct2, prompt_ids
-        from lorakit_nb.io import ExportSidecar
         from lorakit_nb.speech.window import set_processor_window, window_of
 
         folder = Path(model_dir).expanduser()
@@ -111,16 +112,9 @@ class Engine:
     # ---- decoding (worker thread) -------------------------------------------------------------
     def decode(self, audios) -> list[tuple[str, list[int]]]:
         """Transcribe clips as ONE batch, synchronously: [(text, token ids)], in input order."""
-        from lorakit_nb.export.ct2 import ct2_generate
-        from lorakit_nb.speech.evaluate import max_new_tokens_for
-        from lorakit_nb.speech.whisper import featurize
+        from lorakit_nb.export.ct2 import ct2_decode_batch
 
-        feats = featurize(self.processor, audios)
-        x = np.stack([f["input_features"] for f in feats])  # (batch, n_mels, window frames)
-        caps = [max_new_tokens_for(f["seconds"], per_second=self.per_second) for f in feats]
-        ids = ct2_generate(self.model, x, self.prompt, max(caps))
-        tok = self.processor.tokenizer
-        return [(tok.decode(t[:c], skip_special_tokens=True).strip(), list(t[:c])) for t, c in zip(ids, caps)]
+        return ct2_decode_batch(self.model, self.processor, audios, self.prompt, per_second=self.per_second)
 
     # ---- batching (event loop) ----------------------------------------------------------------
     async def start(self) -> None:

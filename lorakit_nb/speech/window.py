@@ -65,7 +65,7 @@ def recorded_window(folder) -> int | None:
 
     Example: recorded_window("runs/03/adapter") -> 5 (lorakit_asr.json says audio_seconds 5)
     """
-    from lorakit_nb.io import ExportSidecar, SpeechSidecar
+    from lorakit_nb.adapter_files import ExportSidecar, SpeechSidecar
 
     folder = Path(folder)
     adapter, export = SpeechSidecar.load(folder), ExportSidecar.load(folder)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
-from lorakit_nb.io import TrainSidecar
+from lorakit_nb.adapter_files import TrainSidecar
 
 
 class FlatAdapterCheckpoints(TrainerCallback):

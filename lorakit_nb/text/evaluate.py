@@ -16,9 +16,10 @@ from pathlib import Path
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 
+from lorakit_nb.adapter_files import adapter_kind, read_adapter
 from lorakit_nb.env import torch_threads
 from lorakit_nb.errors import AdapterError, DataError, MissingFileError
-from lorakit_nb.io import adapter_kind, ensure_writable, read_adapter, write_json_atomic
+from lorakit_nb.io import ensure_writable, write_json_atomic
 from lorakit_nb.metrics import chrf, exact_match, repetition_rate
 from lorakit_nb.text.adapters import adapter_scale, adapter_train_config
 from lorakit_nb.text.data import DEFAULT_TEMPLATE, PROMPT_TEMPLATES, load_pairs, make_examples

@@ -28,9 +28,10 @@ from transformers import (
     set_seed,
 )
 
+from lorakit_nb.adapter_files import TrainSidecar, save_adapter
 from lorakit_nb.env import torch_threads
 from lorakit_nb.errors import ConfigError
-from lorakit_nb.io import TrainSidecar, ensure_writable, save_adapter
+from lorakit_nb.io import ensure_writable
 from lorakit_nb.text.adapters import FlatAdapterCheckpoints
 from lorakit_nb.text.config import (
     TrainConfig,

@@ -67,8 +67,8 @@ def decoder_logits(model, feats):
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     """adapter (fp32 tiny base, non-zero B) -> merged folder; also the peft model's logits."""
+    from lorakit_nb.adapter_files import save_adapter
     from lorakit_nb.export.merge import merge_adapter
-    from lorakit_nb.io import save_adapter
 
     tmp = tmp_path_factory.mktemp("export")
     base, processor = tiny()
@@ -112,9 +112,9 @@ def test_merge_of_qlora_adapter_uses_fp32_base(tmp_path):
     base_weights="nf4" gives dequant(NF4(W)) + update, which behaves like the QLoRA model itself."""
     import bitsandbytes as bnb
 
+    from lorakit_nb.adapter_files import save_adapter
     from lorakit_nb.export.merge import merge_adapter
     from lorakit_nb.export.qlora_merge import nf4_roundtrip
-    from lorakit_nb.io import save_adapter
     from lorakit_nb.lora.quant import nf4_config
 
     q_base, _ = tiny(quantization_config=nf4_config())
@@ -365,8 +365,8 @@ def test_text_adapter_merge_and_missing_run(tmp_path):
     (the notebook skips the part); notebook 02's layout resolves to mandarin/adapter."""
     from peft import LoraConfig, get_peft_model
 
+    from lorakit_nb.adapter_files import save_adapter
     from lorakit_nb.export.text import merge_text_adapter
-    from lorakit_nb.io import save_adapter
     from lorakit_nb.models.resolve import load_causal_lm
 
     model, _ = load_causal_lm("tiny-gemma")

@@ -63,9 +63,9 @@ def test_comparison_record_is_json_able():
 def test_build_recipes_on_tiny_whisper(tmp_path):
     """fp32 = W + dW (the peft merge); deq-NF4 = NF4(W) + dW, the same dW; 4-bit differs from deq-NF4;
     the base is left untouched; every quantized Linear has a row. Then each recipe transcribes a clip."""
+    from lorakit_nb.adapter_files import save_adapter
     from lorakit_nb.export.qlora_merge import nf4_roundtrip
     from lorakit_nb.export.recipes import build_recipes, transcribe_recipes
-    from lorakit_nb.io import save_adapter
     from lorakit_nb.models.resolve import load_whisper
     from tests.export.test_merge_ct2 import lora_with_nonzero_b, tiny
 
@@ -91,8 +91,8 @@ def test_merge_adapter_auto_reproduces_the_trained_model(tmp_path):
     """base_weights="auto": an adapter whose lorakit_asr.json says quantized (QLoRA) is merged into
     dequant(NF4(W)), the weights it was trained against; one without that record into W. Checked weight
     for weight against the explicit recipes, and recorded in lorakit_export.json."""
+    from lorakit_nb.adapter_files import ExportSidecar, SpeechSidecar, save_adapter
     from lorakit_nb.export.merge import merge_adapter
-    from lorakit_nb.io import ExportSidecar, SpeechSidecar, save_adapter
     from tests.export.test_merge_ct2 import lora_with_nonzero_b, tiny
 
     peft_model = lora_with_nonzero_b(tiny()[0])

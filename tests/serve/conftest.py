@@ -34,8 +34,8 @@ def tiny_ct2(tmp_path_factory):
     import shutil
 
     pytest.importorskip("ctranslate2")
+    from lorakit_nb.adapter_files import ExportSidecar
     from lorakit_nb.export.ct2 import export_ct2
-    from lorakit_nb.io import ExportSidecar
     from lorakit_nb.models.resolve import resolve_model
 
     tmp = tmp_path_factory.mktemp("serve_model")

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import torch
 
+from lorakit_nb.adapter_files import SpeechSidecar, save_adapter
 from lorakit_nb.export.score import load_for_eval
-from lorakit_nb.io import SpeechSidecar, save_adapter
 from lorakit_nb.lora.layer import trainable_parameters
 from lorakit_nb.speech.cost import measure_step
 from lorakit_nb.speech.evaluate import (
