@@ -1,18 +1,17 @@
 """Uploaded bytes -> 16 kHz mono float32, in memory, with a clear refusal for anything else.
 
 Covers:
-- ``sniff``: the container from its first bytes (WAV, FLAC, OGG, MP3), never from a file name or a
-  declared content type (clients label uploads inconsistently: the ``openai`` client sends
-  ``application/octet-stream`` or a guess from the file name).
-- ``decode_audio``: libsndfile (``soundfile``) on a ``BytesIO``; stereo is averaged to mono and any
-  rate from 8 kHz up is resampled to 16 kHz with soxr, exactly as ``speech.data.read_audio`` does
-  for files, so a served clip gets the same samples as the same file read offline. The length is
-  checked from the header before the samples are decoded.
+- ``decode_audio``: ``speech.audio.decode`` on the uploaded bytes (the same decoder and checks as
+  ``speech.data.read_audio`` for files, so a served clip gets the same samples and refusals as the
+  same file read offline: container sniffed from the first bytes, rate and decoded size checked
+  before decoding, truncated WAV/FLAC refused); this module only maps the refusal's ``kind`` to an
+  HTTP status and error code.
 - ``decode_base64`` and ``parse_multipart`` (an in-memory multipart/form-data parser on top of
   ``python-multipart``: starlette's own parser spools parts over 1 MB to a temporary file, and this
   service writes nothing to disk per request).
-Every refusal is a ``ServeError``: 400 (empty, corrupt, no samples, rate too low, NaN samples,
-bad base64 or form), 413 (longer than the model's window), 415 (not a supported audio container).
+Every refusal is a ``ServeError``: 400 (empty, corrupt, truncated, no samples, rate too low, NaN
+samples, bad base64 or form), 413 (longer than the model's window, or too large to decode), 415 (not a
+supported audio container).
 
 Does not: read files from disk, trim silence, split long audio into windows, or compute features.
 """
@@ -20,33 +19,15 @@ from __future__ import annotations
 
 import base64
 import binascii
-import io
 
 import numpy as np
 
 from lorakit_nb.serve.errors import ServeError
-from lorakit_nb.speech.data import MIN_SR
+from lorakit_nb.speech.audio import AudioDecodeError, decode, sniff  # noqa: F401  (sniff: re-exported)
 from lorakit_nb.speech.window import SAMPLE_RATE
 
 SEND = "send 16 kHz mono WAV or FLAC (e.g. `ffmpeg -i IN -ar 16000 -ac 1 OUT.wav`)"
 FORMATS = ("wav", "flac", "ogg", "mp3")
-
-
-def sniff(data: bytes) -> str | None:
-    """The audio container from its magic bytes, or None.
-
-    Example: sniff(b"RIFF\\x24\\x00\\x00\\x00WAVEfmt ") -> "wav"; sniff(b"fLaC...") -> "flac"
-    """
-    head = bytes(data[:12])
-    if head[:4] in (b"RIFF", b"RF64") and head[8:12] == b"WAVE":
-        return "wav"
-    if head[:4] == b"fLaC":
-        return "flac"
-    if head[:4] == b"OggS":
-        return "ogg"
-    if head[:3] == b"ID3" or (len(head) >= 2 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0):
-        return "mp3"
-    return None
 
 
 def decode_audio(data: bytes, max_seconds: float) -> tuple[np.ndarray, dict]:
@@ -56,46 +37,34 @@ def decode_audio(data: bytes, max_seconds: float) -> tuple[np.ndarray, dict]:
     ``max_seconds`` (the model's audio window) is refused with 413 before its samples are decoded.
     Example: decode_audio(open("clip.flac", "rb").read(), 5) -> (array of 51,200 floats, {...})
     """
-    import soundfile as sf
-    import soxr
-
     if not data:
         raise ServeError(400, "empty_file", f"the uploaded audio is empty (0 bytes); {SEND}")
-    fmt = sniff(data)
-    if fmt is None:
-        raise ServeError(415, "unsupported_audio_format",
-                         f"the upload is not WAV, FLAC, OGG or MP3 audio (unrecognised first bytes); {SEND}")
     try:
-        info = sf.info(io.BytesIO(data))
-    except Exception as e:  # libsndfile: LibsndfileError / RuntimeError on bad headers
-        raise ServeError(400, "invalid_audio", f"cannot decode the {fmt.upper()} upload ({_short(e)}); the file "
-                         f"is corrupt or truncated; {SEND}") from None
-    if info.frames == 0 or info.duration == 0:
-        raise ServeError(400, "no_samples", f"the {fmt.upper()} upload holds no samples (0 frames); "
-                         "send a recording that contains speech")
-    if info.duration > max_seconds:
-        raise ServeError(413, "audio_too_long",
-                         f"the clip is {info.duration:.2f} s but this model's audio window is {max_seconds:g} s; "
-                         f"cut it into clips of at most {max_seconds:g} s and send each one "
-                         f"(e.g. `ffmpeg -i IN -f segment -segment_time {max_seconds:g} -ar 16000 -ac 1 part%03d.wav`)")
-    if info.samplerate < MIN_SR:
-        raise ServeError(400, "sample_rate_too_low",
-                         f"sample rate {info.samplerate} Hz is below {MIN_SR} Hz, too low for speech; {SEND}")
-    try:
-        x, sr = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)  # (n_samples, channels)
-    except Exception as e:
-        raise ServeError(400, "invalid_audio", f"cannot decode the {fmt.upper()} upload ({_short(e)}); {SEND}") from None
-    if x.shape[0] == 0:
-        raise ServeError(400, "no_samples", "the upload holds no samples; send a recording that contains speech")
-    if not np.isfinite(x).all():
-        raise ServeError(400, "invalid_audio", f"the upload holds NaN or infinite samples; {SEND}")
-    facts = {"format": fmt, "sample_rate": int(sr), "channels": int(x.shape[1])}
-    x = x.mean(axis=1)  # (n_samples,): mono mix-down, as speech.data.read_audio
-    if sr != SAMPLE_RATE:
-        x = soxr.resample(x, sr, SAMPLE_RATE)  # (round(n_samples * 16000 / sr),)
-    x = np.ascontiguousarray(x, dtype=np.float32)
-    facts["seconds"] = len(x) / SAMPLE_RATE
-    return x, facts
+        if sniff(data) is None:  # only the four containers, never what libsndfile might also guess
+            raise AudioDecodeError("unsupported_format", "unrecognised first bytes", SEND)
+        return decode(data, max_seconds, SAMPLE_RATE)
+    except AudioDecodeError as e:  # speech.audio owns the checks; here only kind -> HTTP status and code
+        fmt = (e.facts.get("format") or "audio").upper()
+        if e.kind == "unsupported_format":
+            raise ServeError(415, "unsupported_audio_format", "the upload is not WAV, FLAC, OGG or MP3 audio "
+                             f"(unrecognised first bytes); {SEND}") from None
+        if e.kind == "too_long":
+            raise ServeError(413, "audio_too_long", f"{e.reason.replace('clip is', 'the clip is', 1)}; "
+                             f"cut it into clips of at most {max_seconds:g} s and send each one "
+                             f"(e.g. `ffmpeg -i IN -f segment -segment_time {max_seconds:g} -ar 16000 -ac 1 "
+                             "part%03d.wav`)") from None
+        if e.kind == "too_large":
+            raise ServeError(413, "audio_too_large", f"the {fmt} upload is too large: {e.reason}; {SEND}") from None
+        if e.kind == "empty":
+            raise ServeError(400, "no_samples", f"the {fmt} upload holds no samples (0 frames); "
+                             "send a recording that contains speech") from None
+        if e.kind == "rate_too_low":
+            raise ServeError(400, "sample_rate_too_low", f"{e.reason}; {SEND}") from None
+        if e.kind == "truncated":
+            raise ServeError(400, "truncated_audio", f"the {fmt} upload is cut short ({e.reason}); "
+                             f"send the whole file; {SEND}") from None
+        what = "holds NaN or infinite samples" if e.kind == "not_finite" else f"cannot be decoded ({e.reason})"
+        raise ServeError(400, "invalid_audio", f"the {fmt} upload {what}; {SEND}") from None
 
 
 def _short(exc: Exception) -> str:

@@ -80,10 +80,11 @@ def declared_frames(data: bytes) -> int | None:
 
 
 def decode(source: str | Path | bytes, max_seconds: float = MAX_SECONDS, target_sr: int = SAMPLE_RATE,
-           name: str = "") -> tuple[np.ndarray, dict]:
+           name: str = "", formats: tuple[str, ...] | None = None) -> tuple[np.ndarray, dict]:
     """(samples at ``target_sr``, float32 mono, shape (n,); facts) or an ``AudioDecodeError``.
 
-    ``source`` is a path (its name prefixes the message) or the file's bytes. ``facts``:
+    ``source`` is a path (its name prefixes the message) or the file's bytes; ``formats`` limits the
+    containers accepted by their magic bytes (None: whatever libsndfile reads). ``facts``:
     {"format", "sample_rate" (as stored), "channels", "seconds"}.
     Example: decode("clip.flac") -> (array of 32,000 floats, {"format": "flac", "sample_rate": 16000, ...})
     """
@@ -100,6 +101,9 @@ def decode(source: str | Path | bytes, max_seconds: float = MAX_SECONDS, target_
     if not data:
         raise AudioDecodeError("empty", "the audio is empty (0 bytes)", "re-record it or delete the row", name)
     fmt = sniff(data)
+    if formats is not None and fmt not in formats:
+        raise AudioDecodeError("unsupported_format", f"not {', '.join(f.upper() for f in formats)} audio "
+                               "(unrecognised first bytes)", FIX, name)
     try:
         info = sf.info(io.BytesIO(data))
     except Exception as e:  # libsndfile: LibsndfileError / RuntimeError on bad headers

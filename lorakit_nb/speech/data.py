@@ -43,13 +43,12 @@ import numpy as np
 
 from lorakit_nb.errors import AudioError
 from lorakit_nb.io import read_utf8
+from lorakit_nb.speech.audio import MIN_SR, decode  # noqa: F401  (MIN_SR: re-exported)
 from lorakit_nb.speech.window import FULL_WINDOW_SECONDS
 from lorakit_nb.speech.window import SAMPLE_RATE as TARGET_SR
 
 MAX_SECONDS = float(FULL_WINDOW_SECONDS)  # longer clips would be cut silently by the feature extractor
-MIN_SR = 8_000  # telephone quality; below this the speech band (up to ~4 kHz) is already lost
 AUDIO_EXTS = (".wav", ".flac", ".mp3", ".ogg")
-_FIX_AUDIO = "re-export it as 16 kHz mono WAV/FLAC (e.g. `ffmpeg -i IN -ar 16000 -ac 1 OUT.wav`)"
 
 
 def _parse_rows(path: Path, check_files: bool) -> tuple[list[dict], list[tuple[int, str]], int]:
@@ -117,37 +116,13 @@ def read_audio(path: str | Path, target_sr: int = TARGET_SR, max_seconds: float 
     """Decode an audio file to float32 mono at ``target_sr``; shape (n_samples,).
 
     Stereo/multichannel is averaged to mono; any rate from 8 kHz up (8, 22.05, 44.1, 48 kHz ...) is
-    resampled with soxr. Raises ``AudioError`` naming the file for a missing, corrupt or empty file,
-    a rate below 8 kHz, or a clip longer than ``max_seconds``.
+    resampled with soxr. Raises ``speech.audio.AudioDecodeError`` (an ``AudioError`` with a ``kind``)
+    naming the file for a missing, corrupt, truncated, empty or NaN file, a rate below 8 kHz, a clip
+    longer than ``max_seconds`` or too large to decode; ``speech.audio.decode`` owns those checks.
 
     Example: a 2 s stereo 44.1 kHz WAV -> np.ndarray of shape (32000,), dtype float32.
     """
-    import soundfile as sf
-    import soxr
-
-    path = Path(path)
-    if not path.is_file():
-        raise AudioError(f"{path}: audio file not found; fix the path in the manifest.")
-    try:
-        info = sf.info(str(path))  # reads the header only: cheap length check before decoding
-        if info.duration > max_seconds:
-            raise AudioError(f"{path}: clip is {info.duration:.1f} s, longer than {max_seconds:g} s "
-                             "(Whisper's window); cut it into shorter clips with their own transcripts.")
-        x, sr = sf.read(str(path), dtype="float32", always_2d=True)  # (n_samples, channels)
-    except AudioError:
-        raise
-    except Exception as e:  # soundfile raises LibsndfileError/RuntimeError/TypeError on bad bytes
-        raise AudioError(f"{path}: cannot decode audio ({e}); the file is corrupt or in an unsupported "
-                         f"format: {_FIX_AUDIO}.") from e
-    if x.shape[0] == 0:
-        raise AudioError(f"{path}: audio holds no samples; re-record or delete the row.")
-    if sr < MIN_SR:
-        raise AudioError(f"{path}: sample rate {sr} Hz is below {MIN_SR} Hz, too low for speech; "
-                         "use a recording made at 8 kHz or more.")
-    x = x.mean(axis=1)  # (n_samples,): mono mix-down
-    if sr != target_sr:
-        x = soxr.resample(x, sr, target_sr)  # (round(n_samples * target_sr / sr),)
-    return np.ascontiguousarray(x, dtype=np.float32)
+    return decode(path, max_seconds, target_sr)[0]  # speech.audio owns every check
 
 
 @dataclass

@@ -33,6 +33,7 @@ import numpy as np
 
 from lorakit_nb.errors import AudioError, DataError
 from lorakit_nb.io import atomic_dir, atomic_file
+from lorakit_nb.speech.audio import AudioDecodeError
 from lorakit_nb.speech.data import AUDIO_EXTS, MAX_SECONDS, TARGET_SR, read_audio
 
 FORMATS = ("folder", "commonvoice", "aishell")
@@ -270,8 +271,10 @@ def _check_mp3(rows) -> None:
                          "reads MP3) or convert first: `ffmpeg -i IN.mp3 -ar 16000 -ac 1 OUT.wav`.")
 
 
-_KINDS = (("longer than", "too long"), ("cannot decode", "unreadable audio"), ("no samples", "empty audio"),
-          ("sample rate", "sample rate too low"))  # read_audio's messages -> summary category
+_KINDS = {"too_long": "too long", "corrupt": "unreadable audio", "unsupported_format": "unreadable audio",
+          "empty": "empty audio", "rate_too_low": "sample rate too low", "truncated": "truncated audio",
+          "too_large": "too large", "not_finite": "NaN samples", "missing": "missing audio"}
+# speech.audio.AudioDecodeError.kind -> summary category
 
 
 def _decode(row: _Row, dst: Path, max_seconds: float) -> float | tuple[str, str, str]:
@@ -280,11 +283,9 @@ def _decode(row: _Row, dst: Path, max_seconds: float) -> float | tuple[str, str,
 
     try:
         x = read_audio(row.audio, TARGET_SR, max_seconds)  # (n_samples,) float32, 16 kHz mono
-    except AudioError as e:  # read_audio's style: "PATH: what is wrong; how to fix it."
-        msg = str(e).removeprefix(f"{row.audio}: ")
-        reason, _, fix = msg.rpartition("; ") if "; " in msg else (msg, "", _MISSING_FIX)
-        kind = next((k for key, k in _KINDS if key in reason), "unusable audio")
-        return kind, (reason if row.file == str(row.audio) else f"{row.audio.name}: {reason}"), fix.rstrip(".")
+    except AudioDecodeError as e:  # one kind per refusal, owned by speech.audio.decode
+        kind = _KINDS.get(e.kind, "unusable audio")
+        return kind, (e.reason if row.file == str(row.audio) else f"{row.audio.name}: {e.reason}"), e.fix
     dst.parent.mkdir(parents=True, exist_ok=True)
     sf.write(str(dst), np.clip(x, -1.0, 1.0), TARGET_SR, subtype="PCM_16")  # resampling may overshoot 1.0
     return len(x) / TARGET_SR

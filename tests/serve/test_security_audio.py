@@ -87,3 +87,22 @@ def test_subtitle_formats():
     assert format_transcript("srt", "你好", 3.2, [1], "zh")[0] == "1\n00:00:00,000 --> 00:00:03,200\n你好\n\n"
     assert format_transcript("vtt", "你好", 61.05, [1], "zh")[0] == "WEBVTT\n\n00:00:00.000 --> 00:01:01.050\n你好\n\n"
     assert format_transcript("text", "你好", 1, [], "zh") == ("你好\n", "text/plain; charset=utf-8")
+
+
+def _form(audio: bytes) -> bytes:
+    return (b'--XX\r\nContent-Disposition: form-data; name="model"\r\n\r\nwhisper-1\r\n--XX\r\nContent-Disposition: '
+            b'form-data; name="file"; filename="a.wav"\r\nContent-Type: audio/wav\r\n\r\n' + audio + b"\r\n--XX--\r\n")
+
+
+def test_cut_upload_is_refused_not_half_transcribed():
+    """An upload cut mid-file, and a complete form carrying a cut WAV, are 400 truncated_audio (not 200)."""
+    wav = wav_bytes(np.full(32000, 0.1))
+    body = _form(wav)
+    for form in (body[: len(body) // 2], _form(wav[: len(wav) // 2])):
+        _, files = parse_multipart(form, "multipart/form-data; boundary=XX")
+        with pytest.raises(ServeError) as e:
+            decode_audio(files["file"], 30)
+        assert (e.value.status, e.value.code) == (400, "truncated_audio"), e.value
+        assert "cut short" in str(e.value) and "\n" not in str(e.value)
+    x, facts = decode_audio(parse_multipart(body, "multipart/form-data; boundary=XX")[1]["file"], 30)
+    assert x.shape == (32000,) and facts["seconds"] == 2.0
