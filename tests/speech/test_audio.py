@@ -77,3 +77,27 @@ def test_every_refusal_carries_a_kind(tmp_path):
         with pytest.raises(AudioDecodeError) as e:
             decode(source)
         assert e.value.kind == kind, (kind, str(e.value))
+
+
+def test_silence_gate_fires_on_silence_and_faint_noise_only():
+    """Digital silence and -50 dBFS noise are silent; a -30 dBFS tone (quieter than any committed clip) is not."""
+    from lorakit_nb.speech.audio import is_silent
+
+    rng = np.random.default_rng(0)
+    assert is_silent(np.zeros(48000, np.float32)) and is_silent(np.zeros(0, np.float32))
+    assert is_silent(rng.normal(0, 10 ** (-50 / 20), 48000).astype(np.float32))
+    tone = np.sin(2 * np.pi * 220 * np.arange(16000) / 16000) * 10 ** (-30 / 20) * np.sqrt(2)  # RMS -30 dBFS
+    assert not is_silent(tone.astype(np.float32))
+
+
+def test_silence_gate_never_fires_on_committed_clips():
+    """Every committed zh_speech clip (train/dev/test) passes the gate."""
+    from pathlib import Path
+
+    from lorakit_nb.speech.audio import is_silent
+    from lorakit_nb.speech.data import load_manifest
+
+    root = Path(__file__).resolve().parents[2] / "data" / "zh_speech"
+    rows = [r for s in ("train", "dev", "test") for r in load_manifest(root / f"{s}.jsonl")]
+    assert rows
+    assert [r["audio"] for r in rows if is_silent(read_audio(r["audio"]))] == []
