@@ -192,6 +192,20 @@ def validate_manifest(path: str | Path, on_error: str = "raise", target_sr: int 
     return report
 
 
+def audio_index(root: Path, exts=AUDIO_EXTS, skip: Path | None = None) -> dict[str, list[Path]]:
+    """File name and stem -> audio files under ``root`` (not under ``skip``, e.g. an output folder).
+
+    The one audio-file index behind ``manifest_from_folder`` and ``speech.importers``.
+    Example: audio_index(Path("wavs")) -> {"a.wav": [wavs/x/a.wav], "a": [wavs/x/a.wav], ...}
+    """
+    index: dict[str, list[Path]] = {}
+    for f in sorted(Path(root).rglob("*")):
+        if f.suffix.lower() in exts and not (skip and skip in f.resolve().parents):
+            for key in {f.name, f.stem}:
+                index.setdefault(key, []).append(f)
+    return index
+
+
 def manifest_from_folder(folder: str | Path, transcripts_tsv: str | Path, out_path: str | Path,
                          audio_col: int | str = 0, text_col: int | str = 1,
                          skip_missing: bool = False) -> dict:
@@ -212,11 +226,7 @@ def manifest_from_folder(folder: str | Path, transcripts_tsv: str | Path, out_pa
         raise AudioError(f"{folder}: audio folder not found.")
     if not tsv.is_file():
         raise AudioError(f"{tsv}: transcript file not found.")
-    index: dict[str, list[Path]] = {}  # file name and stem -> paths, to find nested files (AISHELL)
-    for f in folder.rglob("*"):
-        if f.suffix.lower() in AUDIO_EXTS:
-            for key in {f.name, f.stem}:
-                index.setdefault(key, []).append(f)
+    index = audio_index(folder)  # file name and stem -> paths, to find nested files (AISHELL)
     with tsv.open(encoding="utf-8", newline="") as fh:
         table = list(csv.reader(fh, delimiter="\t", quoting=csv.QUOTE_NONE))
     start = 1

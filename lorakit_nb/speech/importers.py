@@ -35,6 +35,7 @@ from lorakit_nb.errors import AudioError, DataError
 from lorakit_nb.io import atomic_dir, atomic_file
 from lorakit_nb.speech.audio import AudioDecodeError
 from lorakit_nb.speech.data import AUDIO_EXTS, MAX_SECONDS, TARGET_SR, read_audio
+from lorakit_nb.speech.data import audio_index as _audio_index
 
 FORMATS = ("folder", "commonvoice", "aishell")
 CV_SPLITS = ("train", "dev", "test")  # imported when no split is named; validated.tsv only if none exist
@@ -124,16 +125,6 @@ def _lines(path: Path) -> list[tuple[int, str]]:
         raise DataError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start}); save it as UTF-8 "
                         f"(e.g. `iconv -f GBK -t UTF-8 {path.name} > fixed.txt`).") from None
     return [(n, ln.rstrip("\r")) for n, ln in enumerate(text.split("\n"), 1) if ln.strip()]
-
-
-def _audio_index(root: Path, exts=AUDIO_EXTS, skip: Path | None = None) -> dict[str, list[Path]]:
-    """File name and stem -> audio files under ``root`` (not under ``skip``, the output folder)."""
-    index: dict[str, list[Path]] = {}
-    for f in sorted(root.rglob("*")):
-        if f.suffix.lower() in exts and not (skip and skip in f.resolve().parents):
-            for key in {f.name, f.stem}:
-                index.setdefault(key, []).append(f)
-    return index
 
 
 def _missing(name: str, where: Path) -> tuple[str, str, str]:
