@@ -106,3 +106,25 @@ def test_cut_upload_is_refused_not_half_transcribed():
         assert "cut short" in str(e.value) and "\n" not in str(e.value)
     x, facts = decode_audio(parse_multipart(body, "multipart/form-data; boundary=XX")[1]["file"], 30)
     assert x.shape == (32000,) and facts["seconds"] == 2.0
+
+
+def test_cut_flac_refused_and_streamed_flac_accepted_as_upload():
+    """A FLAC upload cut in half is 400 truncated_audio naming both frame counts (was invalid_audio); a FLAC
+    whose STREAMINFO declares 0 samples (streamed) is transcribable (was 413: '576460752303423.50 s')."""
+    import io
+
+    import soundfile as sf
+
+    buf = io.BytesIO()
+    sf.write(buf, np.full(32000, 0.1, np.float32), 16000, format="FLAC")
+    flac = buf.getvalue()
+    with pytest.raises(ServeError) as e:
+        decode_audio(flac[: len(flac) // 2], 30)
+    assert (e.value.status, e.value.code) == (400, "truncated_audio")
+    assert "header declares 32000 frames" in e.value.message and "decoded" in e.value.message
+    streamed = bytearray(flac)
+    streamed[21] &= 0xF0
+    streamed[22:26] = b"\0\0\0\0"  # STREAMINFO's 36-bit total-samples field = 0: unknown length
+    assert sf.info(io.BytesIO(bytes(streamed))).frames > 10**15  # libsndfile reads the unknown length as huge
+    x, facts = decode_audio(bytes(streamed), 30)
+    assert x.shape == (32000,) and facts["seconds"] == 2.0
