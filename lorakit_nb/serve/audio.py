@@ -40,9 +40,7 @@ def decode_audio(data: bytes, max_seconds: float) -> tuple[np.ndarray, dict]:
     if not data:
         raise ServeError(400, "empty_file", f"the uploaded audio is empty (0 bytes); {SEND}")
     try:
-        if sniff(data) is None:  # only the four containers, never what libsndfile might also guess
-            raise AudioDecodeError("unsupported_format", "unrecognised first bytes", SEND)
-        return decode(data, max_seconds, SAMPLE_RATE)
+        return decode(data, max_seconds, SAMPLE_RATE, formats=FORMATS)  # never what libsndfile might also guess
     except AudioDecodeError as e:  # speech.audio owns the checks; here only kind -> HTTP status and code
         fmt = (e.facts.get("format") or "audio").upper()
         if e.kind == "unsupported_format":
