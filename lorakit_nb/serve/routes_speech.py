@@ -3,17 +3,20 @@
 Covers: ``router`` with ``POST /v1/audio/transcriptions`` (OpenAI-compatible multipart: ``file``,
 ``model``, ``language``, ``response_format`` = json | text | verbose_json | srt | vtt, ``temperature``
 0 only) and ``POST /inference`` (``{"audio": "<base64 WAV/FLAC>"}`` -> ``{"text": ...}``);
-``format_transcript`` (one transcript in an OpenAI ``response_format``); ``transcribe`` (bytes ->
-transcript, the audio decoded in a worker thread so the event loop keeps answering, e.g. ``/health``).
-A new speech route is one more function on ``router``.
+``format_transcript`` (one transcript in an OpenAI ``response_format``, one segment per piece);
+``transcribe`` (bytes -> ``Heard``, the audio decoded in a worker thread so the event loop keeps
+answering, e.g. ``/health``). A clip within the model's window is one engine job, one segment spanning
+it; a longer one (up to ``--max-audio-seconds``) is cut by ``export.longform.vad_segments``, each
+piece queued on the engine's batcher, the texts joined by ``export.longform.join_texts``, each piece
+one timestamped segment. A new speech route is one more function on ``router``.
 
-Does not: decode audio itself (``audio``), batch (``engine``), return timestamps
-(``verbose_json``/``srt``/``vtt`` carry one segment spanning the clip), or translate.
+Does not: decode audio itself (``audio``), batch (``engine``), time words, or translate.
 """
 from __future__ import annotations
 
 import asyncio
 import json
+from dataclasses import dataclass
 
 from fastapi import APIRouter, Request  # module level: FastAPI resolves the route annotations from here
 from starlette.concurrency import run_in_threadpool
@@ -22,6 +25,7 @@ from starlette.responses import JSONResponse, Response
 from lorakit_nb.serve import audio
 from lorakit_nb.serve.context import read_json, require_content_type, served
 from lorakit_nb.serve.errors import ServeError
+from lorakit_nb.speech.window import SAMPLE_RATE
 
 RESPONSE_FORMATS = ("json", "text", "verbose_json", "srt", "vtt")
 ALIASES = ("whisper-1",)  # what OpenAI examples pass as ``model``: accepted as this service's model
@@ -29,14 +33,25 @@ ALIASES = ("whisper-1",)  # what OpenAI examples pass as ``model``: accepted as 
 router = APIRouter()
 
 
+@dataclass
+class Heard:
+    """A request's transcript: joined ``text``, clip ``seconds``, ``segments`` [{"start", "end", "text", "tokens"}]."""
+
+    text: str
+    seconds: float
+    segments: list[dict]
+
+
 def _timestamp(t: float, sep: str) -> str:
     ms = int(round(t * 1000))
     return f"{ms // 3_600_000:02d}:{ms // 60_000 % 60:02d}:{ms // 1000 % 60:02d}{sep}{ms % 1000:03d}"
 
 
-def format_transcript(fmt: str, text: str, seconds: float, tokens: list[int], language: str):
+def format_transcript(fmt: str, text: str, seconds: float, tokens: list[int], language: str,
+                      segments: list[dict] | None = None):
     """(body, media type) for one transcript in an OpenAI ``response_format``.
 
+    ``segments`` [{"start", "end", "text", "tokens"}] (a long clip's pieces); default: one spanning the clip.
     Example: format_transcript("srt", "你好", 3.2, [1], "zh")[0] == "1\\n00:00:00,000 --> 00:00:03,200\\n你好\\n\\n"
     """
     from transformers.models.whisper.tokenization_whisper import LANGUAGES
@@ -45,15 +60,19 @@ def format_transcript(fmt: str, text: str, seconds: float, tokens: list[int], la
         return json.dumps({"text": text}, ensure_ascii=False), "application/json"
     if fmt == "text":
         return text + "\n", "text/plain; charset=utf-8"
+    segments = segments if segments is not None else [{"start": 0.0, "end": seconds, "text": text, "tokens": tokens}]
     if fmt == "verbose_json":
-        seg = {"id": 0, "seek": 0, "start": 0.0, "end": round(seconds, 3), "text": text, "tokens": tokens,
-               "temperature": 0.0}
+        segs = [{"id": i, "seek": 0, "start": round(g["start"], 3), "end": round(g["end"], 3), "text": g["text"],
+                 "tokens": g["tokens"], "temperature": 0.0} for i, g in enumerate(segments)]
         body = {"task": "transcribe", "language": LANGUAGES.get(language, language), "duration": round(seconds, 3),
-                "text": text, "segments": [seg]}
+                "text": text, "segments": segs}
         return json.dumps(body, ensure_ascii=False), "application/json"
     if fmt == "srt":
-        return f"1\n{_timestamp(0, ',')} --> {_timestamp(seconds, ',')}\n{text}\n\n", "text/plain; charset=utf-8"
-    return f"WEBVTT\n\n{_timestamp(0, '.')} --> {_timestamp(seconds, '.')}\n{text}\n\n", "text/vtt; charset=utf-8"
+        cues = [f"{i}\n{_timestamp(g['start'], ',')} --> {_timestamp(g['end'], ',')}\n{g['text']}\n\n"
+                for i, g in enumerate(segments, 1)]
+        return "".join(cues), "text/plain; charset=utf-8"
+    cues = [f"{_timestamp(g['start'], '.')} --> {_timestamp(g['end'], '.')}\n{g['text']}\n\n" for g in segments]
+    return "WEBVTT\n\n" + "".join(cues), "text/vtt; charset=utf-8"
 
 
 def check_model(engine, name) -> None:
@@ -63,15 +82,41 @@ def check_model(engine, name) -> None:
                          f"(or {ALIASES[0]!r}), see GET /v1/models")
 
 
-async def transcribe(request: Request, data: bytes):
-    """The engine's transcript of the uploaded bytes; 504 after ``request_timeout`` seconds."""
+async def _long(engine, samples) -> tuple[str, list[dict]]:
+    """A clip over the window: VAD pieces, queued on the batcher a batch's worth at a time."""
+    from lorakit_nb.export.longform import join_texts, vad_segments
+
+    pieces = await run_in_threadpool(vad_segments, samples, engine.window)  # CPU-bound: off the loop
+    results = []
+    for i in range(0, len(pieces), engine.max_batch):  # never more than a batch of this clip queued at once
+        results += await asyncio.gather(*(engine.transcribe(p["samples"]) for p in pieces[i:i + engine.max_batch]))
+    segments = [{"start": p["start"], "end": p["end"], "text": r.text, "tokens": r.tokens}
+                for p, r in zip(pieces, results)]
+    return join_texts([r.text for r in results], engine.language), segments
+
+
+async def transcribe(request: Request, data: bytes) -> Heard:
+    """The engine's transcript of the uploaded bytes; 413 over ``max_audio_seconds``, 504 after ``request_timeout``."""
     srv = served(request)
     engine = srv.speech()
-    samples, facts = await run_in_threadpool(audio.decode_audio, data, engine.window)  # CPU-bound: off the loop
-    request.state.audio_seconds = facts["seconds"]
+    limit = srv.settings.max_audio_seconds
+    try:
+        samples, facts = await run_in_threadpool(audio.decode_audio, data, limit)  # CPU-bound: off the loop
+    except ServeError as e:
+        if e.code != "audio_too_long":
+            raise
+        raise ServeError(413, "audio_too_long", f"the clip is longer than this server's limit of {limit:g} s "
+                         f"(--max-audio-seconds); cut it into parts of at most {limit:g} s and send each one (e.g. "
+                         f"`ffmpeg -i IN -f segment -segment_time {limit:g} -ar 16000 -ac 1 part%03d.wav`)") from None
+    request.state.audio_seconds = seconds = facts["seconds"]
     timeout = srv.settings.request_timeout
     try:
-        return await asyncio.wait_for(engine.transcribe(samples), timeout)
+        if len(samples) <= engine.window * SAMPLE_RATE:
+            result = await asyncio.wait_for(engine.transcribe(samples), timeout)
+            return Heard(result.text, result.seconds, [{"start": 0.0, "end": result.seconds, "text": result.text,
+                                                        "tokens": result.tokens}])
+        text, segments = await asyncio.wait_for(_long(engine, samples), timeout)
+        return Heard(text, seconds, segments)
     except (asyncio.TimeoutError, TimeoutError):
         raise ServeError(504, "decode_timeout", f"no transcript within {timeout:g} s; the server is overloaded, "
                          "retry later", {"Retry-After": str(engine.retry_after())}) from None
@@ -106,7 +151,8 @@ async def transcriptions(request: Request):
         raise ServeError(400, "missing_file", "the form has no `file` part; send the audio as a file "
                          "upload named `file` (curl -F file=@clip.wav)")
     result = await transcribe(request, files["file"])
-    body, media = format_transcript(fmt, result.text, result.seconds, result.tokens, engine.language)
+    tokens = [t for g in result.segments for t in g["tokens"]]
+    body, media = format_transcript(fmt, result.text, result.seconds, tokens, engine.language, result.segments)
     return Response(body, media_type=media)
 
 

@@ -48,6 +48,8 @@ class ServeSettings:
     rate: float = _knob(20.0, "requests per second per API key (0: unlimited)")
     burst: int = _knob(40, "requests per API key allowed at once")
     max_prompt_chars: int = _knob(8000, "longest completion prompt in characters (413 beyond)")
+    max_audio_seconds: float = _knob(600.0, "longest speech clip in seconds (413 beyond); a clip over the model's "
+                                     "window is cut by voice activity and its pieces batched")
 
     @property
     def max_body_bytes(self) -> int:

@@ -19,6 +19,7 @@ from tests.serve.helpers import (
     KEY_A,
     KEY_B,
     KEY_C,
+    MAX_AUDIO_SECONDS,
     MAX_BODY_MB,
     PER_KEY,
     READ_TIMEOUT,
@@ -59,7 +60,8 @@ def servers(tiny_ct2, tmp_path_factory):
     tmpdir = tmp_path_factory.mktemp("server_tmp")
     main = ServerProcess(tiny_ct2, key_file=keys, env={"TMPDIR": str(tmpdir)},
                          args=["--max-body-mb", MAX_BODY_MB, "--read-timeout", READ_TIMEOUT, "--rate", 5,
-                               "--burst", 30, "--max-wait-ms", 50, "--threads", 1, "--max-uploads-per-key", PER_KEY])
+                               "--burst", 30, "--max-wait-ms", 50, "--threads", 1, "--max-uploads-per-key", PER_KEY,
+                               "--max-audio-seconds", MAX_AUDIO_SECONDS])
     tight = ServerProcess(tiny_ct2, args=["--no-auth", "--max-queue", 1, "--max-batch", 1, "--max-wait-ms", 0,
                                           "--max-concurrency", 3, "--read-timeout", 5, "--rate", 0,
                                           "--upload-timeout", TIGHT_UPLOAD_TIMEOUT, "--threads", 1])

@@ -19,6 +19,7 @@ KEY_A, KEY_B = "test-key-a-" + "a" * 24, "test-key-b-" + "b" * 24  # B: the rate
 KEY_C = "test-key-c-" + "c" * 24  # C: the per-key upload cap only
 WRONG = "test-key-wrong-" + "z" * 24
 WINDOW = 5
+MAX_AUDIO_SECONDS = 30  # main server: longest clip (413 beyond); longer than WINDOW: cut by VAD
 MAX_BODY_MB = 3
 READ_TIMEOUT = 1.5        # main server: seconds without a body byte -> 408
 PER_KEY = 8               # main server: uploads in flight per key -> 429

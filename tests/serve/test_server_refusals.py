@@ -24,10 +24,10 @@ from lorakit_nb.serve.client import b64, wav_bytes  # noqa: E402
 from tests.serve.helpers import (  # noqa: E402
     KEY_A,
     KEY_B,
+    MAX_AUDIO_SECONDS,
     MAX_BODY_MB,
     READ_TIMEOUT,
     TRANSCRIBE,
-    WINDOW,
     WRONG,
     assert_error,
     offline,
@@ -70,8 +70,10 @@ def test_oversize_body_413_before_it_is_read(server):
 
 
 def test_overlong_clip_413_names_limit_and_fix(client):
-    err = assert_error(post_file(client, wav_bytes(tone(WINDOW + 1))), 413, "audio_too_long")
-    assert f"{WINDOW} s" in err["message"] and "cut it" in err["message"]
+    """Over the window is cut and transcribed (tests/serve/test_longform_served.py); over --max-audio-seconds: 413."""
+    err = assert_error(post_file(client, wav_bytes(tone(MAX_AUDIO_SECONDS + 1))), 413, "audio_too_long")
+    assert f"{MAX_AUDIO_SECONDS} s" in err["message"] and "--max-audio-seconds" in err["message"]
+    assert "cut it" in err["message"]
 
 
 @pytest.mark.parametrize("case,status,code", [
