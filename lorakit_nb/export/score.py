@@ -31,7 +31,8 @@ def load_for_eval(model_or_dir, *, longest_seconds: float, audio_seconds=None, b
 
     Window: ``audio_seconds`` if given, else the window the model was trained with (recorded next
     to it), else 30 s - widened to whole seconds covering the longest clip, because the feature
-    extractor silently cuts anything longer. An adapter folder goes on its base as trained: 4-bit
+    extractor silently cuts anything longer; a CTranslate2 folder keeps it (``evaluate_manifest``
+    cuts a longer clip with ``export.longform``, as the server does). An adapter folder goes on its base as trained: 4-bit
     NF4 when ``lorakit_asr.json`` says it was trained that way (``quantize`` overrides).
     Example: load_for_eval("runs/03/adapter", longest_seconds=3.4) -> ("hf", PeftModel, processor, 5)
     """
@@ -43,11 +44,12 @@ def load_for_eval(model_or_dir, *, longest_seconds: float, audio_seconds=None, b
         return "hf", model, processor, window_seconds(model)
     folder = Path(str(model_or_dir)).expanduser()
     wanted = window_of(folder, override=audio_seconds) if folder.is_dir() else int(audio_seconds or MAX_SECONDS)
-    seconds = min(MAX_SECONDS, max(int(wanted), math.ceil(longest_seconds)))
+    is_ct2 = (folder / "model.bin").is_file()
+    seconds = int(wanted) if is_ct2 else min(MAX_SECONDS, max(int(wanted), math.ceil(longest_seconds)))
     if seconds != wanted:
         print(f"[lorakit] window widened from {wanted} s to {seconds} s to cover the longest clip "
               f"({longest_seconds:.1f} s)")
-    if (folder / "model.bin").is_file():
+    if is_ct2:
         from transformers import WhisperProcessor
 
         from lorakit_nb.export.ct2 import load_ct2
@@ -149,8 +151,15 @@ def evaluate_manifest(model_or_dir, manifest, out_json=None, *, audio_seconds=No
     t0 = time.perf_counter()
     if kind == "ct2":
         from lorakit_nb.export.ct2 import ct2_transcribe
+        from lorakit_nb.export.longform import transcribe_long
 
-        hyps = ct2_transcribe(model, processor, audios, batch_size=batch_size)
+        fits = [i for i, a in enumerate(audios) if len(a) <= seconds * SAMPLE_RATE]
+        hyps = [None] * len(audios)
+        for i, h in zip(fits, ct2_transcribe(model, processor, [audios[i] for i in fits], batch_size=batch_size)
+                        if fits else []):
+            hyps[i] = h
+        for i in sorted(set(range(len(audios))) - set(fits)):  # over the window: VAD pieces, as served
+            hyps[i] = transcribe_long(model, processor, audios[i], seconds)["text"]
     else:
         from lorakit_nb.speech.evaluate import transcribe
 

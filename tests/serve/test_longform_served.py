@@ -16,11 +16,13 @@ from lorakit_nb.serve.client import wav_bytes  # noqa: E402
 from tests.serve.helpers import MAX_AUDIO_SECONDS, WINDOW, post_file  # noqa: E402
 
 
-def test_clip_over_window_is_cut_and_equals_offline(client, clips, tiny_ct2):
+def test_clip_over_window_is_cut_and_equals_offline(client, clips, tiny_ct2, tmp_path):
+    """Served verbose_json == transcribe_long offline (text and piece times) == lorakit evaluate's hypothesis."""
     from transformers import WhisperProcessor
 
     from lorakit_nb.export.ct2 import load_ct2
     from lorakit_nb.export.longform import transcribe_long
+    from lorakit_nb.export.score import evaluate_manifest
     from lorakit_nb.serve.audio import decode_audio
     from lorakit_nb.speech.window import set_processor_window
 
@@ -40,5 +42,9 @@ def test_clip_over_window_is_cut_and_equals_offline(client, clips, tiny_ct2):
     assert body["text"] == offline["text"]
     assert [(s["start"], s["end"], s["text"]) for s in body["segments"]] == \
         [(s["start"], s["end"], s["text"]) for s in offline["segments"]]
+    (tmp_path / "long.wav").write_bytes(data)
+    (tmp_path / "long.jsonl").write_text(json.dumps({"audio": "long.wav", "text": "参考"}) + "\n")
+    scored = evaluate_manifest(tiny_ct2, tmp_path / "long.jsonl", tmp_path / "eval.json")
+    assert scored["audio_seconds"] == WINDOW and scored["utterances"][0]["hypothesis"] == body["text"]
     srt = post_file(client, data, {"model": "whisper-1", "response_format": "srt"}).text
     assert srt.count(" --> ") == len(offline["segments"])
