@@ -17,6 +17,8 @@ CER arithmetic (``metrics``), beam search or timestamps (greedy, ``<|notimestamp
 Pitfall measured with ctranslate2 4.8.5: ``Whisper.generate(max_length=L)`` stops after L // 2 new
 tokens (its C++ halves it, as OpenAI's ``sample_len = n_text_ctx // 2``), so a cap of N new tokens
 is ``max_length=2 * N``. ``tests/export/test_merge_ct2.py`` pins this down against transformers' tokens.
+With a previous-text prompt the whole prompt (P tokens) counts too: new tokens = min(L // 2, L - P + 1),
+so ``ct2_generate`` asks for ``max(2 * N, N + P - 1)`` (for the plain 4-token prompt and N >= 3: 2 * N).
 """
 from __future__ import annotations
 
@@ -108,10 +110,23 @@ def _not_ct2_message(folder: Path) -> str:
             "wrote (e.g. runs/04/ct2_int8), or convert a merged model with export_ct2(merged_dir, out_dir).")
 
 
-def prompt_ids(tokenizer, language: str = "zh") -> list[int]:
-    """The decoder prompt transformers' generate() builds. Example (whisper-base): [50258, 50260, 50359, 50363]."""
-    return tokenizer.convert_tokens_to_ids(["<|startoftranscript|>", f"<|{language}|>", "<|transcribe|>",
-                                            "<|notimestamps|>"])
+MAX_PROMPT_TOKENS = 223  # Whisper's previous-text budget: n_text_ctx // 2 - 1 (OpenAI keeps the LAST ones)
+
+
+def prompt_ids(tokenizer, language: str = "zh", prompt_text: str | None = None) -> list[int]:
+    """The decoder prompt transformers' generate() builds; ``prompt_text`` goes first as Whisper's previous text.
+
+    ``<|startofprev|>`` + the text's tokens (its last ``MAX_PROMPT_TOKENS``) steer spelling and terms
+    (OpenAI's ``prompt``); the model transcribes after ``<|startoftranscript|>`` as always.
+    Example (whisper-base): prompt_ids(tok) -> [50258, 50260, 50359, 50363];
+    prompt_ids(tok, prompt_text="词") -> [50361, <tokens of " 词">, 50258, 50260, 50359, 50363]
+    """
+    ids = tokenizer.convert_tokens_to_ids(["<|startoftranscript|>", f"<|{language}|>", "<|transcribe|>",
+                                           "<|notimestamps|>"])
+    if prompt_text and prompt_text.strip():
+        prev = tokenizer.encode(" " + prompt_text.strip(), add_special_tokens=False)[-MAX_PROMPT_TOKENS:]
+        ids = [tokenizer.convert_tokens_to_ids("<|startofprev|>"), *prev, *ids]
+    return ids
 
 
 def ct2_generate(ct2_model, features: np.ndarray, prompt: list[int], max_new_tokens: int, **options) -> list[list[int]]:
@@ -124,8 +139,8 @@ def ct2_generate(ct2_model, features: np.ndarray, prompt: list[int], max_new_tok
     import ctranslate2
 
     x = ctranslate2.StorageView.from_array(np.ascontiguousarray(features, dtype=np.float32))
-    results = ct2_model.generate(x, [prompt] * features.shape[0], beam_size=1, max_length=2 * max_new_tokens,
-                                 **options)
+    max_length = max(2 * max_new_tokens, max_new_tokens + len(prompt) - 1)  # see the module's pitfall note
+    results = ct2_model.generate(x, [prompt] * features.shape[0], beam_size=1, max_length=max_length, **options)
     return [r.sequences_ids[0] for r in results]
 
 
@@ -149,13 +164,14 @@ def ct2_decode_batch(ct2_model, processor, audios, prompt: list[int], *, per_sec
 
 
 def ct2_decoder(ct2_model, processor, language: str = "zh", *, repetition_guard: bool = False,
-                guard_stats: dict | None = None, **options):
+                guard_stats: dict | None = None, prompt_text: str | None = None, **options):
     """``decode(features, cap)`` for a CTranslate2 Whisper: the counterpart of ``speech.evaluate.hf_decoder``.
 
     ``repetition_guard``: a looping transcript (``speech.repetition.is_repetitive``) is decoded again
     greedily with ``no_repeat_ngram_size=FALLBACK_NO_REPEAT_NGRAM``; ``guard_stats`` counts it.
+    ``prompt_text``: Whisper's previous-text prompt (``prompt_ids``), e.g. domain terms.
     """
-    prompt = prompt_ids(processor.tokenizer, language)
+    prompt = prompt_ids(processor.tokenizer, language, prompt_text)
 
     def decoder(**extra):
         def decode(features, cap):
@@ -172,15 +188,17 @@ def ct2_decoder(ct2_model, processor, language: str = "zh", *, repetition_guard:
 
 def ct2_transcribe(ct2_model, processor, audios, *, batch_size: int = 8, per_second: float = 6.0,
                    max_new_tokens=None, language: str = "zh", repetition_guard: bool = REPETITION_GUARD,
-                   guard_stats: dict | None = None) -> list[str]:
+                   guard_stats: dict | None = None, prompt_text: str | None = None) -> list[str]:
     """``speech.evaluate.transcribe`` for a CTranslate2 model: the same loop, features, batches and caps.
 
     ``repetition_guard``: see ``ct2_decoder``; its default is measured (``benchmarks/repetition_guard.py``).
+    ``prompt_text``: Whisper's previous-text prompt for every clip (``prompt_ids``); None: none.
     Example: ct2_transcribe(load_ct2("runs/04/ct2_int8"), processor, audios) -> ["今天...", ...]
     """
     from lorakit_nb.speech.evaluate import transcribe_loop
 
-    decode = ct2_decoder(ct2_model, processor, language, repetition_guard=repetition_guard, guard_stats=guard_stats)
+    decode = ct2_decoder(ct2_model, processor, language, repetition_guard=repetition_guard, guard_stats=guard_stats,
+                         prompt_text=prompt_text)
     return transcribe_loop(decode, processor, audios, batch_size=batch_size, max_new_tokens=max_new_tokens,
                            per_second=per_second)
 

@@ -56,6 +56,7 @@ class _Job:
     audio: np.ndarray
     future: asyncio.Future
     enqueued: float
+    prompt: tuple = ()  # decoder prompt ids; () -> the engine's own (no previous text)
 
 
 class Engine:
@@ -110,11 +111,21 @@ class Engine:
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="ct2-decode")
 
     # ---- decoding (worker thread) -------------------------------------------------------------
-    def decode(self, audios) -> list[tuple[str, list[int]]]:
-        """Transcribe clips as ONE batch, synchronously: [(text, token ids)], in input order."""
+    def decode(self, audios, prompts=None) -> list[tuple[str, list[int]]]:
+        """Transcribe clips as ONE batch per distinct prompt, synchronously: [(text, token ids)], in input order.
+
+        ``prompts``: one decoder prompt (ids) per clip, () for the engine's own; default: all the engine's own.
+        """
         from lorakit_nb.export.ct2 import ct2_decode_batch
 
-        return ct2_decode_batch(self.model, self.processor, audios, self.prompt, per_second=self.per_second)
+        prompts = [tuple(p) or tuple(self.prompt) for p in (prompts or [()] * len(audios))]
+        out = [None] * len(audios)
+        for prompt in dict.fromkeys(prompts):  # CTranslate2 wants one prompt length per batch
+            idx = [i for i, p in enumerate(prompts) if p == prompt]
+            for i, r in zip(idx, ct2_decode_batch(self.model, self.processor, [audios[i] for i in idx], list(prompt),
+                                                  per_second=self.per_second)):
+                out[i] = r
+        return out
 
     # ---- batching (event loop) ----------------------------------------------------------------
     async def start(self) -> None:
@@ -142,8 +153,11 @@ class Engine:
         """Seconds a refused client should wait: the batches ahead of it at the recent batch time."""
         return max(1, math.ceil((self.pending / self.max_batch + 1) * max(self._batch_seconds, 0.05)))
 
-    async def transcribe(self, audio: np.ndarray) -> Transcript:
-        """Queue one clip (16 kHz mono float32) and return its ``Transcript``; 503 when the queue is full."""
+    async def transcribe(self, audio: np.ndarray, prompt_text: str | None = None) -> Transcript:
+        """Queue one clip (16 kHz mono float32) and return its ``Transcript``; 503 when the queue is full.
+
+        ``prompt_text``: Whisper's previous-text prompt (``export.ct2.prompt_ids``); None: none.
+        """
         if self._queue is None:
             raise ServeError(503, "not_ready", "the model is still loading; retry shortly", {"Retry-After": "1"})
         if self.pending >= self.max_queue:
@@ -151,7 +165,10 @@ class Engine:
                              f"decoding, limit {self.max_queue}); retry after the Retry-After seconds",
                              {"Retry-After": str(self.retry_after())})
         self.pending += 1
-        job = _Job(audio, asyncio.get_running_loop().create_future(), time.perf_counter())
+        from lorakit_nb.export.ct2 import prompt_ids
+
+        prompt = tuple(prompt_ids(self.processor.tokenizer, self.language, prompt_text)) if prompt_text else ()
+        job = _Job(audio, asyncio.get_running_loop().create_future(), time.perf_counter(), prompt)
         try:
             self._queue.put_nowait(job)
             return await job.future
@@ -184,7 +201,8 @@ class Engine:
                 continue
             started = time.perf_counter()
             try:
-                results = await loop.run_in_executor(self._executor, self.decode, [j.audio for j in batch])
+                results = await loop.run_in_executor(self._executor, self.decode, [j.audio for j in batch],
+                                                     [j.prompt for j in batch])
             except Exception as e:  # a decoder failure fails this batch, not the server
                 for j in batch:
                     if not j.future.done():

@@ -1,8 +1,8 @@
 """The speech routes of ``lorakit serve``: audio in, transcript out.
 
 Covers: ``router`` with ``POST /v1/audio/transcriptions`` (OpenAI-compatible multipart: ``file``,
-``model``, ``language``, ``response_format`` = json | text | verbose_json | srt | vtt, ``temperature``
-0 only) and ``POST /inference`` (``{"audio": "<base64 WAV/FLAC>"}`` -> ``{"text": ...}``);
+``model``, ``language``, ``prompt`` (Whisper's previous text: terms and spelling to steer toward),
+``response_format`` = json | text | verbose_json | srt | vtt, ``temperature`` 0 only) and ``POST /inference`` (``{"audio": "<base64 WAV/FLAC>"}`` -> ``{"text": ...}``);
 ``format_transcript`` (one transcript in an OpenAI ``response_format``, one segment per piece);
 ``transcribe`` (bytes -> ``Heard``, the audio decoded in a worker thread so the event loop keeps
 answering, e.g. ``/health``). A clip within the model's window is one engine job, one segment spanning
@@ -82,21 +82,24 @@ def check_model(engine, name) -> None:
                          f"(or {ALIASES[0]!r}), see GET /v1/models")
 
 
-async def _long(engine, samples) -> tuple[str, list[dict]]:
+async def _long(engine, samples, prompt_text=None) -> tuple[str, list[dict]]:
     """A clip over the window: VAD pieces, queued on the batcher a batch's worth at a time."""
     from lorakit_nb.export.longform import join_texts, vad_segments
 
     pieces = await run_in_threadpool(vad_segments, samples, engine.window)  # CPU-bound: off the loop
     results = []
     for i in range(0, len(pieces), engine.max_batch):  # never more than a batch of this clip queued at once
-        results += await asyncio.gather(*(engine.transcribe(p["samples"]) for p in pieces[i:i + engine.max_batch]))
+        results += await asyncio.gather(*(engine.transcribe(p["samples"], prompt_text) for p in pieces[i:i + engine.max_batch]))
     segments = [{"start": p["start"], "end": p["end"], "text": r.text, "tokens": r.tokens}
                 for p, r in zip(pieces, results)]
     return join_texts([r.text for r in results], engine.language), segments
 
 
-async def transcribe(request: Request, data: bytes) -> Heard:
-    """The engine's transcript of the uploaded bytes; 413 over ``max_audio_seconds``, 504 after ``request_timeout``."""
+async def transcribe(request: Request, data: bytes, prompt_text: str | None = None) -> Heard:
+    """The engine's transcript of the uploaded bytes; 413 over ``max_audio_seconds``, 504 after ``request_timeout``.
+
+    ``prompt_text``: OpenAI's ``prompt`` field, sent to the decoder as Whisper's previous text.
+    """
     srv = served(request)
     engine = srv.speech()
     limit = srv.settings.max_audio_seconds
@@ -112,10 +115,10 @@ async def transcribe(request: Request, data: bytes) -> Heard:
     timeout = srv.settings.request_timeout
     try:
         if len(samples) <= engine.window * SAMPLE_RATE:
-            result = await asyncio.wait_for(engine.transcribe(samples), timeout)
+            result = await asyncio.wait_for(engine.transcribe(samples, prompt_text), timeout)
             return Heard(result.text, result.seconds, [{"start": 0.0, "end": result.seconds, "text": result.text,
                                                         "tokens": result.tokens}])
-        text, segments = await asyncio.wait_for(_long(engine, samples), timeout)
+        text, segments = await asyncio.wait_for(_long(engine, samples, prompt_text), timeout)
         return Heard(text, seconds, segments)
     except (asyncio.TimeoutError, TimeoutError):
         raise ServeError(504, "decode_timeout", f"no transcript within {timeout:g} s; the server is overloaded, "
@@ -145,12 +148,10 @@ async def transcriptions(request: Request):
         temperature = float("nan")
     if temperature != 0:
         raise ServeError(400, "unsupported_temperature", "decoding is greedy: omit `temperature` or pass 0")
-    if fields.get("prompt"):
-        raise ServeError(400, "unsupported_prompt", "`prompt` is not supported by this service; omit it")
     if "file" not in files:
         raise ServeError(400, "missing_file", "the form has no `file` part; send the audio as a file "
                          "upload named `file` (curl -F file=@clip.wav)")
-    result = await transcribe(request, files["file"])
+    result = await transcribe(request, files["file"], fields.get("prompt") or None)
     tokens = [t for g in result.segments for t in g["tokens"]]
     body, media = format_transcript(fmt, result.text, result.seconds, tokens, engine.language, result.segments)
     return Response(body, media_type=media)
