@@ -82,6 +82,11 @@ def check_model(engine, name) -> None:
                          f"(or {ALIASES[0]!r}), see GET /v1/models")
 
 
+def _prompt(prompt_text) -> dict:
+    """The engine call's prompt argument: none at all without a prompt (the call is exactly the plain one)."""
+    return {"prompt_text": prompt_text} if prompt_text else {}
+
+
 async def _long(engine, samples, prompt_text=None) -> tuple[str, list[dict]]:
     """A clip over the window: VAD pieces, queued on the batcher a batch's worth at a time."""
     from lorakit_nb.export.longform import join_texts, vad_segments
@@ -89,7 +94,7 @@ async def _long(engine, samples, prompt_text=None) -> tuple[str, list[dict]]:
     pieces = await run_in_threadpool(vad_segments, samples, engine.window)  # CPU-bound: off the loop
     results = []
     for i in range(0, len(pieces), engine.max_batch):  # never more than a batch of this clip queued at once
-        results += await asyncio.gather(*(engine.transcribe(p["samples"], prompt_text) for p in pieces[i:i + engine.max_batch]))
+        results += await asyncio.gather(*(engine.transcribe(p["samples"], **_prompt(prompt_text)) for p in pieces[i:i + engine.max_batch]))
     segments = [{"start": p["start"], "end": p["end"], "text": r.text, "tokens": r.tokens}
                 for p, r in zip(pieces, results)]
     return join_texts([r.text for r in results], engine.language), segments
@@ -115,7 +120,7 @@ async def transcribe(request: Request, data: bytes, prompt_text: str | None = No
     timeout = srv.settings.request_timeout
     try:
         if len(samples) <= engine.window * SAMPLE_RATE:
-            result = await asyncio.wait_for(engine.transcribe(samples, prompt_text), timeout)
+            result = await asyncio.wait_for(engine.transcribe(samples, **_prompt(prompt_text)), timeout)
             return Heard(result.text, result.seconds, [{"start": 0.0, "end": result.seconds, "text": result.text,
                                                         "tokens": result.tokens}])
         text, segments = await asyncio.wait_for(_long(engine, samples, prompt_text), timeout)
