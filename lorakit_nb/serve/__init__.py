@@ -11,5 +11,6 @@ and upload deadlines, admission overall and per key), ``metrics``, ``settings`` 
 for tests, notebooks and benchmarks), ``loadtest`` (an async load generator).
 
 Does not: terminate TLS (put a reverse proxy in front, see README), train, export or evaluate models,
-stream partial transcripts, or produce timestamps (decoding is ``<|notimestamps|>`` greedy).
+stream partial transcripts, or time words (decoding is ``<|notimestamps|>`` greedy; a long clip's segment
+times are its voice-activity pieces', ``export.longform``).
 """
