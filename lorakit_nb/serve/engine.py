@@ -129,9 +129,16 @@ class Engine:
 
     # ---- batching (event loop) ----------------------------------------------------------------
     async def start(self) -> None:
-        """Start the batcher in the running loop, after one warm-up decode of silence."""
+        """Start the batcher in the running loop, after one warm-up decode of silence and one VAD pass.
+
+        The VAD pass loads the Silero model for long clips now, not on the first long request (onnxruntime
+        also writes its one session file to TMPDIR then, at start, never per request).
+        """
+        from lorakit_nb.export.longform import vad_segments
+
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self._executor, self.decode, [np.zeros(SAMPLE_RATE // 2, np.float32)])
+        await loop.run_in_executor(self._executor, vad_segments, np.zeros(SAMPLE_RATE, np.float32), self.window)
         self._queue = asyncio.Queue()
         self._task = asyncio.create_task(self._run(), name="lorakit-batcher")
 
