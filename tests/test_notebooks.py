@@ -228,6 +228,15 @@ def check_05(m):
     best_rps = max(r["clips_per_s"] for r in m["load"])
     assert claims["seed2_qps_hundreds"]["verdict"] == ("holds" if best_rps >= 100 else "not comparable")
     assert claims["seed2_latency_300ms"]["verdict"] == ("holds" if m["p95_ms_c1"] <= 300 else "not comparable")
+    # a prompt is chosen on all 48 dev clips by the rule (shown better than none, lowest CER), test sent only for it
+    assert m["prompt_dev_clips"] == 48 and "none" in m["prompt_dev"]
+    shown = {n: r["cer"] for n, r in m["prompt_dev"].items() if n != "none" and r["better"] == n}
+    assert m["prompt_chosen"] == (min(shown, key=shown.get) if shown else None)
+    assert ("prompt_test" in m) == (m["prompt_chosen"] is not None)
+    for name, row in m["prompt_dev"].items():
+        if name != "none":
+            lo, hi = row["ci95"]
+            assert (lo <= 0 <= hi) == row["reading"].startswith("no difference shown"), name
 
 
 def check_05b(m):
@@ -282,7 +291,8 @@ SMOKE_KEYS = {
            "cer_test_shipped", "cer_test_shipped_ci95", "ct2_float16_bytes", "claims"],
     "04b": ["profile", "window_seconds", "n_clips", "sizes_mb", "whispercpp_skipped"],
     "05": ["profile", "cer_served", "cer_offline", "served_identical_fraction", "load", "p95_ms_c1",
-           "throughput_c8_over_offline_batched", "protections", "claims", "server_rss_mb", "long_segments"],
+           "throughput_c8_over_offline_batched", "protections", "claims", "server_rss_mb", "long_segments",
+           "prompt_dev", "prompt_chosen", "prompt_term_effects"],
     "05b": ["profile", "text_on_llamacpp", "text_models", "base_gguf_mb", "gguf_adapter_mb", "text_parity"],
 }
 

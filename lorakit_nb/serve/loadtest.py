@@ -14,6 +14,8 @@ Covers:
   flight (greedy, one adapter at one strength), answers cut as ``text.evaluate.first_line`` cuts them,
   in the input order, with the wall time and the tokens llama.cpp generated; ``text_sweep`` does it
   at each concurrency level.
+- ``transcribe_files``: audio files through ``POST /v1/audio/transcriptions`` (optionally with OpenAI's
+  ``prompt``) with ``concurrency`` clients in flight, transcripts in the input order.
 - ``percentile`` (linear interpolation, as numpy's default); ``run_sync`` (a coroutine from sync code or Jupyter).
 
 Does not: start the server (``client.ServerProcess``), plot, or judge the numbers.
@@ -159,6 +161,28 @@ def offline_baseline(model_dir, audios, *, batch_size: int = 8, threads: int | N
             "batched_audio_s_per_s": audio_s / wall, "single_ms": single_ms,
             "single_p50_ms": percentile(single_ms, 50), "single_p95_ms": percentile(single_ms, 95),
             "hypotheses_single": single, "hypotheses_batched": batched}
+
+
+async def transcribe_files(url, key, clips, *, prompt: str | None = None, concurrency: int = 8) -> list[str]:
+    """Every clip (file bytes) through ``/v1/audio/transcriptions``, in input order; raises on any non-200.
+
+    ``prompt``: OpenAI's ``prompt`` field (Whisper's previous text), the same for every clip; None: none sent.
+    Example: run_sync(transcribe_files(srv.url, KEY, [open("a.flac", "rb").read()], prompt="季度、缺陷")) -> ["..."]
+    """
+    texts = [""] * len(clips)
+    gate = asyncio.Semaphore(concurrency)
+    form = {"model": "whisper-1", **({"prompt": prompt} if prompt else {})}
+
+    async def one(ac, i):
+        async with gate:
+            r = await ac.post("/v1/audio/transcriptions", files={"file": (f"clip{i}.wav", clips[i])}, data=form)
+        if r.status_code != 200:
+            raise RuntimeError(f"/v1/audio/transcriptions answered {r.status_code} for clip {i}: {r.text[:300]}")
+        texts[i] = r.json()["text"]
+
+    async with _client(url, key, concurrency) as ac:
+        await asyncio.gather(*[one(ac, i) for i in range(len(clips))])
+    return texts
 
 
 async def complete_texts(url, key, prompts, *, model: str, strength: float | None = None, concurrency: int = 4,

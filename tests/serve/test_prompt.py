@@ -92,3 +92,17 @@ def test_served_prompt_equals_offline_prompted_decoding(client, clips, tiny_ct2)
     assert r.json()["text"] == want
     r = post_file(client, data, {"model": "whisper-1"})
     assert r.json()["text"] == ct2_transcribe(model, processor, [samples], batch_size=1)[0]
+
+
+def test_transcribe_files_sends_the_prompt_and_keeps_the_input_order(server, client, clips):
+    """Notebook 05's dev comparison sends clips concurrently: each text must be its own clip's, prompt included."""
+    from lorakit_nb.serve.loadtest import run_sync, transcribe_files
+    from tests.serve.helpers import KEY_A
+
+    data = clips[0][:4]
+    want_plain = [post_file(client, d).json()["text"] for d in data]
+    want_prompted = [post_file(client, d, {"model": "whisper-1", "prompt": TERMS}).json()["text"] for d in data]
+    assert run_sync(transcribe_files(server.url, KEY_A, data, concurrency=4)) == want_plain
+    assert run_sync(transcribe_files(server.url, KEY_A, data, prompt=TERMS, concurrency=4)) == want_prompted
+    with pytest.raises(RuntimeError, match="answered 401"):
+        run_sync(transcribe_files(server.url, None, data[:1]))
