@@ -7,7 +7,8 @@ than real time), and for the text route completions, generated tokens and genera
 llama.cpp's own counters (``llamacpp:*``: tokens/s, busy slots) are appended when a text engine
 runs. ``observe_request`` is fed by ``limits.LimitsMiddleware`` (so refusals count too),
 ``observe_batch`` by ``engine.Engine``, ``observe_completion`` by ``llm.TextEngine``. It also writes one access-log line per request: method-free
-route, status, milliseconds, the caller's key id and the audio length - never audio or keys.
+route, status, milliseconds, the caller's key id, the audio length and whether it was streamed - never
+audio or keys. A stream that fails after its 200 counts under the failure's status (``serve.stream``).
 
 Does not: push metrics anywhere (Prometheus scrapes), or keep per-key series (keys are unbounded).
 """
@@ -53,11 +54,14 @@ class ServeMetrics:
               registry=r).set_function(in_flight)
 
     def observe_request(self, route: str, status: int, seconds: float, state: dict) -> None:
+        """Count and log one answer. A streamed one (``serve.stream``) that failed after its 200 was sent
+        counts under its failure's status (``state["stream_status"]``: 504 timeout, 499 client gone...)."""
+        status = state.get("stream_status", status)
         self.requests.labels(route, str(status)).inc()
         self.latency.labels(route).observe(seconds)
         audio = state.get("audio_seconds")
-        log.info("%s %d %.0f ms key=%s%s", route, status, 1000 * seconds, state.get("key_id", "-"),
-                 f" audio={audio:.2f}s" if audio is not None else "")
+        log.info("%s %d %.0f ms key=%s%s%s", route, status, 1000 * seconds, state.get("key_id", "-"),
+                 f" audio={audio:.2f}s" if audio is not None else "", " stream" if state.get("streamed") else "")
 
     def observe_batch(self, size: int, seconds: float, audio_seconds: float) -> None:
         self.batch_size.observe(size)

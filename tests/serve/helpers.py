@@ -1,8 +1,9 @@
 """What the speech-server tests share: keys, limits the servers start with, clips and checks.
 
 Covers: the constants ``conftest.py`` starts the servers with (keys, body cap, timeouts), ``tone``,
-``post_file``, ``assert_error`` (status AND the kit's JSON error shape), ``raw_exchange`` (bytes over a
-socket, for requests httpx will not send) and ``offline`` (the kit's own decoding, for parity).
+``long_clip`` (test clips joined past the window), ``post_file``, ``assert_error`` (status AND the kit's
+JSON error shape), ``raw_exchange`` (bytes over a socket, for requests httpx will not send) and
+``offline`` (the kit's own decoding, for parity).
 Does not: start servers (``conftest.py``).
 """
 from __future__ import annotations
@@ -31,6 +32,12 @@ def tone(seconds, sr=16000, channels=1):
     t = np.arange(int(seconds * sr)) / sr
     x = (0.2 * np.sin(2 * np.pi * 220 * t)).astype(np.float32)
     return np.stack([x] * channels, axis=1) if channels > 1 else x
+
+
+def long_clip(audios, n: int = 6) -> np.ndarray:
+    """The first ``n`` test clips with 0.5 s pauses after each: longer than WINDOW, so the server cuts it by VAD."""
+    gap = np.zeros(8000, np.float32)
+    return np.concatenate([x for a in audios[:n] for x in (a, gap)]).astype(np.float32)
 
 
 def post_file(client, data, fields=None, **kw):

@@ -25,9 +25,9 @@ from lorakit_nb.serve.settings import ServeSettings, flag_of  # noqa: E402
 
 
 class FakeEngine:
-    """What the speech routes use of ``serve.engine.Engine``: a name, a window, ``transcribe``."""
+    """What the speech routes use of ``serve.engine.Engine``: a name, a window, a batch size, ``transcribe``."""
 
-    name, language, window, pending, max_queue, ready = "fake", "zh", 5, 0, 4, True
+    name, language, window, max_batch, pending, max_queue, ready = "fake", "zh", 5, 8, 0, 4, True
 
     async def transcribe(self, samples):
         return SimpleNamespace(text="你好", seconds=len(samples) / 16000, tokens=[1])

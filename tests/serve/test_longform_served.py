@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
 
 pytest.importorskip("ctranslate2")
 
 from lorakit_nb.serve.client import wav_bytes  # noqa: E402
-from tests.serve.helpers import MAX_AUDIO_SECONDS, WINDOW, post_file  # noqa: E402
+from tests.serve.helpers import MAX_AUDIO_SECONDS, WINDOW, long_clip, post_file  # noqa: E402
 
 
 def test_clip_over_window_is_cut_and_equals_offline(client, clips, tiny_ct2, tmp_path):
@@ -27,8 +26,7 @@ def test_clip_over_window_is_cut_and_equals_offline(client, clips, tiny_ct2, tmp
     from lorakit_nb.speech.window import set_processor_window
 
     _, audios = clips
-    gap = np.zeros(8000, np.float32)  # 0.5 s pauses
-    audio = np.concatenate([x for a in audios[:6] for x in (a, gap)]).astype(np.float32)
+    audio = long_clip(audios)
     assert WINDOW < len(audio) / 16000 < MAX_AUDIO_SECONDS
     processor = WhisperProcessor.from_pretrained(tiny_ct2)
     set_processor_window(processor, WINDOW)
