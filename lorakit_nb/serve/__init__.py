@@ -1,8 +1,9 @@
 """``lorakit serve``: the fine-tuned Whisper (notebook 04's CTranslate2 folder) as an HTTP service.
 
 Covers: an OpenAI-compatible ``POST /v1/audio/transcriptions`` (``stream=true``: one server-sent event
-per decoded piece, ``stream``), a JSON ``POST /inference``, health, readiness, model listing and Prometheus metrics; API keys, per-key rate limits, body/duration caps,
-timeouts and a bounded queue; dynamic batching of concurrent requests into one CTranslate2 batch.
+per decoded piece, ``stream``), a JSON ``POST /inference``, health, readiness, model listing and
+Prometheus metrics; API keys, per-key rate limits, body/duration caps, timeouts and a bounded queue;
+dynamic batching of concurrent requests into one CTranslate2 batch.
 Modules: ``errors`` (the JSON error shape), ``audio`` (uploads -> 16 kHz mono float32),
 ``security`` (keys, token buckets), ``engine`` (model + batcher), ``limits`` (ASGI byte cap, read
 and upload deadlines, admission overall and per key), ``metrics``, ``settings`` (every flag and default),
