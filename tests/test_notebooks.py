@@ -221,6 +221,8 @@ def check_05(m):
     # cutting at pauses costs little against sending the clips one by one
     assert m["long_seconds"] > 30 and m["long_segments"] >= 2
     assert abs(m["cer_long"] - m["cer_long_clips_one_by_one"]) <= 0.05
+    # the same recording streamed: one delta per segment (their join == the text is asserted in the notebook)
+    assert m["stream_deltas"] == m["long_segments"] and 0 < m["stream_first_delta_s"] <= m["stream_done_s"]
     assert math.isfinite(m["p95_ms_c1"]) and m["p95_ms_c1"] > 0
     assert all(row["ok"] == row["requests"] for row in m["load"]), "the load test at these levels must not fail"
     claims = m["claims"]  # the serving claims, verdicts derived from the load test (2-core CPU: not hundreds of QPS)
@@ -292,7 +294,7 @@ SMOKE_KEYS = {
     "04b": ["profile", "window_seconds", "n_clips", "sizes_mb", "whispercpp_skipped"],
     "05": ["profile", "cer_served", "cer_offline", "served_identical_fraction", "load", "p95_ms_c1",
            "throughput_c8_over_offline_batched", "protections", "claims", "server_rss_mb", "long_segments",
-           "prompt_dev", "prompt_chosen", "prompt_term_effects"],
+           "stream_deltas", "prompt_dev", "prompt_chosen", "prompt_term_effects"],
     "05b": ["profile", "text_on_llamacpp", "text_models", "base_gguf_mb", "gguf_adapter_mb", "text_parity"],
 }
 
