@@ -2,7 +2,7 @@
 
     lorakit run [--profile cpu|gpu|auto|smoke] [--only 01,03] [--run-dir runs]
     lorakit train --config data/configs/wu_dialect_lora.yaml [--resume]
-    lorakit evaluate --adapter DIR | --model NAME --data FILE.csv|FILE.jsonl [--out metrics.json]
+    lorakit evaluate --adapter DIR | --model NAME --data FILE.csv|FILE.jsonl [--out metrics.json] [--repetition-guard]
     lorakit models [NAME ...]
     lorakit data import SRC --out DIR [--format auto|folder|commonvoice|aishell] [--split NAME]
     lorakit serve [--model runs/04/ct2_int8] [--adapter wu-mandarin=runs/02/mandarin/adapter ...] --api-key-file KEYS
@@ -46,6 +46,8 @@ def _evaluate(args) -> None:
         raise LorakitError("give --adapter DIR (a trained adapter or export) or --model NAME (a base model, "
                            "for the baseline), not both and not neither")
     if data.endswith(".csv"):  # text: an adapter on its base, or a base alone (the baseline)
+        if args.repetition_guard:
+            raise LorakitError("--repetition-guard is for speech (a CTranslate2 folder on a .jsonl manifest)")
         from lorakit_nb.text.evaluate import evaluate_text_adapter, evaluate_text_base
 
         report = evaluate_text_adapter(args.adapter, args.data, args.out) if args.adapter else \
@@ -53,7 +55,8 @@ def _evaluate(args) -> None:
     elif data.endswith((".jsonl", ".json")):  # speech: one function takes a name, an adapter or an export
         from lorakit_nb.export.score import evaluate_manifest
 
-        report = evaluate_manifest(args.adapter or args.model, args.data, args.out)
+        report = evaluate_manifest(args.adapter or args.model, args.data, args.out,
+                                   repetition_guard=args.repetition_guard)
     else:
         raise LorakitError(f"{args.data}: cannot tell the data type. Use a .csv of wu,mandarin,english "
                            "pairs (text) or a .jsonl manifest of {\"audio\", \"text\"} rows (speech).")
@@ -137,6 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=None, help="a base model name (e.g. gemma-3-270m, whisper-base): the baseline")
     p.add_argument("--data", required=True, help="wu,mandarin,english CSV or {audio,text} JSONL manifest")
     p.add_argument("--out", default=None, help="metrics JSON to write (default: next to the adapter)")
+    p.add_argument("--repetition-guard", action="store_true", help="CTranslate2 folder: decode looping "
+                   "transcripts again, as `lorakit serve --repetition-guard` does")
     p.set_defaults(func=_evaluate)
 
     p = sub.add_parser("models", help="resolve (and build once, offline) models by name")

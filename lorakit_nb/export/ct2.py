@@ -144,23 +144,35 @@ def ct2_generate(ct2_model, features: np.ndarray, prompt: list[int], max_new_tok
     return [r.sequences_ids[0] for r in results]
 
 
-def ct2_decode_batch(ct2_model, processor, audios, prompt: list[int], *, per_second: float = 6.0) -> list[tuple[str, list[int]]]:
+def ct2_decode_batch(ct2_model, processor, audios, prompt: list[int], *, per_second: float = 6.0,
+                     repetition_guard: bool = False, guard_stats: dict | None = None) -> list[tuple[str, list[int]]]:
     """Clips as ONE greedy batch, each cut to its OWN token cap: [(text, token ids)] in input order.
 
     The batch runs with its longest clip's cap and every clip's tokens are then cut to its own
     (``speech.evaluate.max_new_tokens_for``): what greedy decoding of that clip alone gives, so a
     transcript never depends on its batch mates. The server's engine and ``export.longform`` use it.
+    ``repetition_guard``: looping rows go again as one batch with ``no_repeat_ngram_size=FALLBACK_NO_REPEAT_NGRAM``
+    (own caps), kept by ``speech.repetition.replace_repetitive`` (ids with their text); ``guard_stats`` counts.
     Example: ct2_decode_batch(model, processor, [a, b], prompt_ids(processor.tokenizer)) -> [("你好", [...]), ...]
     """
     from lorakit_nb.speech.evaluate import max_new_tokens_for
+    from lorakit_nb.speech.repetition import replace_repetitive
     from lorakit_nb.speech.whisper import featurize
 
     feats = featurize(processor, audios)
     x = np.stack([f["input_features"] for f in feats])  # (batch, n_mels, window frames)
     caps = [max_new_tokens_for(f["seconds"], per_second=per_second) for f in feats]
-    ids = ct2_generate(ct2_model, x, prompt, max(caps))
     tok = processor.tokenizer
-    return [(tok.decode(t[:c], skip_special_tokens=True).strip(), list(t[:c])) for t, c in zip(ids, caps)]
+
+    def run(rows, **options):  # rows of x as one batch at their longest cap, each cut to its own
+        ids = ct2_generate(ct2_model, x[rows], prompt, max(caps[i] for i in rows), **options)
+        return [(tok.decode(t[:caps[i]], skip_special_tokens=True).strip(), list(t[:caps[i]])) for i, t in zip(rows, ids)]
+
+    out = run(list(range(len(feats))))
+    if not repetition_guard:
+        return out
+    return replace_repetitive(out, lambda rows: run(rows, no_repeat_ngram_size=FALLBACK_NO_REPEAT_NGRAM),
+                              text=lambda r: r[0], stats=guard_stats)
 
 
 def ct2_decoder(ct2_model, processor, language: str = "zh", *, repetition_guard: bool = False,
@@ -168,7 +180,8 @@ def ct2_decoder(ct2_model, processor, language: str = "zh", *, repetition_guard:
     """``decode(features, cap)`` for a CTranslate2 Whisper: the counterpart of ``speech.evaluate.hf_decoder``.
 
     ``repetition_guard``: a looping transcript (``speech.repetition.is_repetitive``) is decoded again
-    greedily with ``no_repeat_ngram_size=FALLBACK_NO_REPEAT_NGRAM``; ``guard_stats`` counts it.
+    greedily with ``no_repeat_ngram_size=FALLBACK_NO_REPEAT_NGRAM`` (``speech.repetition.guarded``, the
+    rule ``ct2_decode_batch`` uses too); ``guard_stats`` counts it.
     ``prompt_text``: Whisper's previous-text prompt (``prompt_ids``), e.g. domain terms.
     """
     prompt = prompt_ids(processor.tokenizer, language, prompt_text)

@@ -70,11 +70,13 @@ def join_texts(texts, language: str = "zh") -> str:
 
 
 def transcribe_long(ct2_model, processor, audio, window: float, *, per_second: float = 6.0,
-                    language: str = "zh", vad_options: dict | None = None, prompt_text: str | None = None) -> dict:
+                    language: str = "zh", vad_options: dict | None = None, prompt_text: str | None = None,
+                    repetition_guard: bool = False, guard_stats: dict | None = None) -> dict:
     """A clip longer than ``window`` seconds -> {"text", "segments": [{"start", "end", "text"}]}.
 
     ``processor`` must already pad to the model's window (``speech.window.set_processor_window``);
-    ``prompt_text``: Whisper's previous-text prompt for every piece (``export.ct2.prompt_ids``).
+    ``prompt_text``: Whisper's previous-text prompt for every piece (``export.ct2.prompt_ids``);
+    ``repetition_guard`` / ``guard_stats``: ``ct2_decode_batch``'s, as the server's ``--repetition-guard``.
     Example: transcribe_long(load_ct2("runs/04/ct2_int8"), processor, sixty_seconds, 5)["text"] -> "下个季度..."
     """
     from lorakit_nb.export.ct2 import ct2_decode_batch, prompt_ids
@@ -83,7 +85,8 @@ def transcribe_long(ct2_model, processor, audio, window: float, *, per_second: f
     if not segments:
         return {"text": "", "segments": []}
     decoded = ct2_decode_batch(ct2_model, processor, [s["samples"] for s in segments],
-                               prompt_ids(processor.tokenizer, language, prompt_text), per_second=per_second)
+                               prompt_ids(processor.tokenizer, language, prompt_text), per_second=per_second,
+                               repetition_guard=repetition_guard, guard_stats=guard_stats)
     out = [{"start": round(s["start"], 3), "end": round(s["end"], 3), "text": text}
            for s, (text, _) in zip(segments, decoded)]
     return {"text": join_texts([s["text"] for s in out], language), "segments": out}

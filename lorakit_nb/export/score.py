@@ -119,7 +119,8 @@ def read_predictions(path, n: int | None = None, field: str = "hypothesis", refe
 
 
 def evaluate_manifest(model_or_dir, manifest, out_json=None, *, audio_seconds=None, base_model=None,
-                      batch_size: int = 8, compute_type: str = "int8", quantize: bool | None = None) -> dict:
+                      batch_size: int = 8, compute_type: str = "int8", quantize: bool | None = None,
+                      repetition_guard: bool = False) -> dict:
     """Transcribe every row of a ``{"audio", "text"}`` JSONL manifest, score it, write the JSON.
 
     ``model_or_dir``: "whisper-base" (zero-shot), a merged folder, an adapter folder (notebook 03's
@@ -129,6 +130,8 @@ def evaluate_manifest(model_or_dir, manifest, out_json=None, *, audio_seconds=No
     The JSON holds the corpus CER with substitutions/deletions/insertions, and per utterance:
     audio, reference, hypothesis, their ``normalize_zh`` forms, the edit counts and the CER
     (``null`` for an empty normalized reference: such rows are left out of the corpus CER and counted).
+    ``repetition_guard``: a CTranslate2 folder's looping transcripts are decoded again, as ``lorakit serve
+    --repetition-guard`` does (``speech.repetition``); the JSON records it and how often it fired.
     Example: evaluate_manifest("runs/03/adapter", "data/zh_speech/test.jsonl")["cer"] -> 0.12
     """
     import numpy as np
@@ -148,6 +151,10 @@ def evaluate_manifest(model_or_dir, manifest, out_json=None, *, audio_seconds=No
     kind, model, processor, seconds = load_for_eval(model_or_dir, longest_seconds=longest, audio_seconds=audio_seconds,
                                                     base_model=base_model, compute_type=compute_type,
                                                     quantize=quantize)
+    if repetition_guard and kind != "ct2":
+        raise ExportError(f"{model_or_dir}: the repetition guard runs on a CTranslate2 folder only (as served); "
+                          "pass the export (e.g. runs/04/ct2_int8) or leave --repetition-guard off")
+    guard = {}
     t0 = time.perf_counter()
     if kind == "ct2":
         from lorakit_nb.export.ct2 import ct2_transcribe
@@ -155,11 +162,13 @@ def evaluate_manifest(model_or_dir, manifest, out_json=None, *, audio_seconds=No
 
         fits = [i for i, a in enumerate(audios) if len(a) <= seconds * SAMPLE_RATE]
         hyps = [None] * len(audios)
-        for i, h in zip(fits, ct2_transcribe(model, processor, [audios[i] for i in fits], batch_size=batch_size)
-                        if fits else []):
+        fitting = ct2_transcribe(model, processor, [audios[i] for i in fits], batch_size=batch_size,
+                                 repetition_guard=repetition_guard, guard_stats=guard) if fits else []
+        for i, h in zip(fits, fitting):
             hyps[i] = h
         for i in sorted(set(range(len(audios))) - set(fits)):  # over the window: VAD pieces, as served
-            hyps[i] = transcribe_long(model, processor, audios[i], seconds)["text"]
+            hyps[i] = transcribe_long(model, processor, audios[i], seconds, repetition_guard=repetition_guard,
+                                      guard_stats=guard)["text"]
     else:
         from lorakit_nb.speech.evaluate import transcribe
 
@@ -174,6 +183,7 @@ def evaluate_manifest(model_or_dir, manifest, out_json=None, *, audio_seconds=No
     result = {"model": "(model, processor)" if isinstance(model_or_dir, tuple) else str(model_or_dir),
               "engine": "ctranslate2" if kind == "ct2" else "transformers", "manifest": str(manifest),
               "audio_seconds": seconds, "transcribe_seconds": round(seconds_taken, 2),
+              **({"repetition_guard": guard} if repetition_guard else {}),
               "audio_total_seconds": round(float(np.sum([len(a) for a in audios])) / SAMPLE_RATE, 2),
               **report, "utterances": utterances}
     write_json_atomic(out_json, result)

@@ -200,10 +200,11 @@ def serve(model_dir=None, *, llm=None, adapters: dict | None = None, api_key_fil
 
         t0 = time.perf_counter()
         engine = Engine(model_dir, compute_type=s.compute_type, threads=s.threads, max_batch=s.max_batch,
-                        max_wait_ms=s.max_wait_ms, max_queue=s.max_queue, name=s.model_name)
+                        max_wait_ms=s.max_wait_ms, max_queue=s.max_queue, name=s.model_name,
+                        repetition_guard=s.repetition_guard)
         _say(f"{engine.name} from {engine.folder} ({engine.compute_type}, {engine.threads} threads, {engine.window} s "
-             f"window, batches of <= {s.max_batch} within {s.max_wait_ms:g} ms, queue {s.max_queue}) loaded in "
-             f"{time.perf_counter() - t0:.1f} s")
+             f"window, batches of <= {s.max_batch} within {s.max_wait_ms:g} ms, queue {s.max_queue}, repetition guard "
+             f"{'on' if engine.repetition_guard else 'off'}) loaded in {time.perf_counter() - t0:.1f} s")
     if llm is not None or adapters:
         from lorakit_nb.serve.llm import TextEngine
 

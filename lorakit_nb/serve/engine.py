@@ -18,6 +18,8 @@ A batch runs with its longest clip's cap and every clip's tokens are then cut to
 is what greedy decoding of that clip alone gives: a transcript never depends on which other
 requests shared its batch. (``ct2_transcribe`` gives each offline batch its longest clip's cap, so
 a clip that hits its cap may decode a few tokens further there than alone or here.)
+``repetition_guard`` (``--repetition-guard``): the batch's looping rows are decoded again, as
+``ct2_decode_batch`` does offline; each batch reports how many fired / were replaced to ``on_batch``.
 
 Does not: parse HTTP, check keys or sizes (``app``, ``limits``, ``security``), run on GPU, beam-search,
 or split clips longer than the window (``routes_speech`` cuts them with ``export.longform`` and
@@ -70,7 +72,7 @@ class Engine:
     def __init__(self, model_dir, *, compute_type: str = "int8", threads: int | None = None,
                  audio_seconds: int | None = None, language: str | None = None, max_batch: int = 8,
                  max_wait_ms: float = 10.0, max_queue: int = 32, per_second: float = 6.0, name: str | None = None,
-                 on_batch=None):
+                 on_batch=None, repetition_guard: bool = False):
         from transformers import WhisperProcessor
 
         from lorakit_nb.adapter_files import ExportSidecar
@@ -103,6 +105,7 @@ class Engine:
         self.threads = int(threads or torch.get_num_threads())  # what load_ct2 gave CTranslate2
         self.max_batch, self.max_wait, self.max_queue = int(max_batch), max_wait_ms / 1000.0, int(max_queue)
         self.per_second, self.on_batch = float(per_second), on_batch
+        self.repetition_guard = bool(repetition_guard)
         self.pending = 0  # admitted and not finished (queued or decoding)
         self.batches = 0
         self._batch_seconds = 0.0  # moving average, for Retry-After
@@ -111,10 +114,11 @@ class Engine:
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="ct2-decode")
 
     # ---- decoding (worker thread) -------------------------------------------------------------
-    def decode(self, audios, prompts=None) -> list[tuple[str, list[int]]]:
+    def decode(self, audios, prompts=None, guard_stats: dict | None = None) -> list[tuple[str, list[int]]]:
         """Transcribe clips as ONE batch per distinct prompt, synchronously: [(text, token ids)], in input order.
 
         ``prompts``: one decoder prompt (ids) per clip, () for the engine's own; default: all the engine's own.
+        ``guard_stats``: what the repetition guard did (``speech.repetition.replace_repetitive``), when on.
         """
         from lorakit_nb.export.ct2 import ct2_decode_batch
 
@@ -123,7 +127,8 @@ class Engine:
         for prompt in dict.fromkeys(prompts):  # CTranslate2 wants one prompt length per batch
             idx = [i for i, p in enumerate(prompts) if p == prompt]
             for i, r in zip(idx, ct2_decode_batch(self.model, self.processor, [audios[i] for i in idx], list(prompt),
-                                                  per_second=self.per_second)):
+                                                  per_second=self.per_second, repetition_guard=self.repetition_guard,
+                                                  guard_stats=guard_stats)):
                 out[i] = r
         return out
 
@@ -206,10 +211,10 @@ class Engine:
             batch = await self._collect()
             if not batch:
                 continue
-            started = time.perf_counter()
+            started, guard = time.perf_counter(), {}
             try:
                 results = await loop.run_in_executor(self._executor, self.decode, [j.audio for j in batch],
-                                                     [j.prompt for j in batch])
+                                                     [j.prompt for j in batch], guard)
             except Exception as e:  # a decoder failure fails this batch, not the server
                 for j in batch:
                     if not j.future.done():
@@ -220,7 +225,7 @@ class Engine:
             self._batch_seconds = took if self.batches == 1 else 0.8 * self._batch_seconds + 0.2 * took
             audio_seconds = sum(len(j.audio) for j in batch) / SAMPLE_RATE
             if self.on_batch is not None:
-                self.on_batch(len(batch), took, audio_seconds)
+                self.on_batch(len(batch), took, audio_seconds, guard.get("fired", 0), guard.get("replaced", 0))
             for j, (text, ids) in zip(batch, results):
                 if not j.future.done():
                     j.future.set_result(Transcript(text, ids, len(j.audio) / SAMPLE_RATE, started - j.enqueued,

@@ -3,7 +3,7 @@
 Covers ``ServeMetrics``: requests by route and status, request latency by route, audio seconds
 transcribed, queue depth (clips admitted and not finished), uploads in flight, batch sizes, batch
 decode time and real-time factor (decode seconds / audio seconds of a batch; below 1 is faster
-than real time), and for the text route completions, generated tokens and generation time;
+than real time), clips the repetition guard re-decoded (``--repetition-guard``) and kept the retry of, and for the text route completions, generated tokens and generation time;
 llama.cpp's own counters (``llamacpp:*``: tokens/s, busy slots) are appended when a text engine
 runs. ``observe_request`` is fed by ``limits.LimitsMiddleware`` (so refusals count too),
 ``observe_batch`` by ``engine.Engine``, ``observe_completion`` by ``llm.TextEngine``. It also writes one access-log line per request: method-free
@@ -42,6 +42,10 @@ class ServeMetrics:
                                        buckets=LATENCY_BUCKETS, registry=r)
         self.rtf = Histogram("lorakit_real_time_factor", "decode seconds / audio seconds, per batch",
                              buckets=RTF_BUCKETS, registry=r)
+        self.guard_fired = Counter("lorakit_repetition_guard_fired", "clips whose transcript looped and were "
+                                   "decoded again (--repetition-guard)", registry=r)
+        self.guard_replaced = Counter("lorakit_repetition_guard_replaced", "looping clips whose second "
+                                      "decoding was kept (less repetitive)", registry=r)
         self.completion_tokens = Counter("lorakit_completion_tokens", "tokens generated on /v1/completions",
                                          registry=r)
         self.prompt_tokens = Counter("lorakit_prompt_tokens", "prompt tokens read on /v1/completions", registry=r)
@@ -63,8 +67,11 @@ class ServeMetrics:
         log.info("%s %d %.0f ms key=%s%s%s", route, status, 1000 * seconds, state.get("key_id", "-"),
                  f" audio={audio:.2f}s" if audio is not None else "", " stream" if state.get("streamed") else "")
 
-    def observe_batch(self, size: int, seconds: float, audio_seconds: float) -> None:
+    def observe_batch(self, size: int, seconds: float, audio_seconds: float, guard_fired: int = 0,
+                      guard_replaced: int = 0) -> None:
         self.batch_size.observe(size)
+        self.guard_fired.inc(guard_fired)
+        self.guard_replaced.inc(guard_replaced)
         self.batch_seconds.observe(seconds)
         self.audio.inc(audio_seconds)
         self.clips.inc(size)

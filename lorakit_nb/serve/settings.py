@@ -11,6 +11,7 @@ are inputs, not settings: ``cli`` declares those) or enforce anything (``limits`
 """
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import typing
 from dataclasses import dataclass, field
@@ -35,6 +36,8 @@ class ServeSettings:
     max_batch: int = _knob(8, "clips decoded together in one batch")
     max_wait_ms: float = _knob(10.0, "how long a batch waits for more clips")
     max_queue: int = _knob(32, "clips (or completions) queued or running before 503")
+    repetition_guard: bool = _knob(False, "decode a looping transcript again (greedy, no repeated 3-grams) and "
+                                   "keep the less repetitive text, as lorakit evaluate --repetition-guard")
     # the text engine (llama.cpp)
     parallel: int = _knob(4, "llama.cpp slots decoding text requests together")
     ctx_per_slot: int = _knob(512, "tokens of context per llama.cpp slot (prompt + completion)")
@@ -67,12 +70,19 @@ def flag_of(name: str) -> str:
 
 
 def add_settings_flags(parser) -> None:
-    """One ``--flag`` per ``ServeSettings`` field: its type (``X | None`` -> X), default and help."""
+    """One ``--flag`` per ``ServeSettings`` field: its type (``X | None`` -> X), default and help.
+
+    A bool field is a switch: ``--field-name`` turns it on, ``--no-field-name`` off.
+    """
     hints = typing.get_type_hints(ServeSettings)
     for f in dataclasses.fields(ServeSettings):
         kind = hints[f.name]
         args = [a for a in typing.get_args(kind) if a is not type(None)]
         kind = args[0] if args else kind
         extra = {k: v for k, v in f.metadata.items() if k != "help"}
+        if kind is bool:  # a switch: --field-name / --no-field-name
+            parser.add_argument(flag_of(f.name), action=argparse.BooleanOptionalAction, default=f.default,
+                                help=f.metadata["help"] + f" (default {'on' if f.default else 'off'})")
+            continue
         shown = "" if f.default is None else f" (default {f.default})"
         parser.add_argument(flag_of(f.name), type=kind, default=f.default, help=f.metadata["help"] + shown, **extra)

@@ -6,9 +6,13 @@ Covers:
 - ``is_repetitive``: that ratio above a threshold OR some character n-gram occurring ``max_repeats``
   times (``metrics.max_ngram_repeats``). The n-gram rule matters for Chinese: a 3-second clip gives
   ~15 characters, too few bytes for zlib to find a loop that the token cap has already cut short.
+- ``replace_repetitive``: THE guard's rule, for any engine and result shape: the repetitive rows of a
+  batch are decoded again in one call, and a retry replaces its row when it is not repetitive or
+  repeats less; counts what it did in ``stats``. ``export.ct2.ct2_decode_batch`` (the server, long
+  clips) calls it on (text, token ids) rows.
 - ``guarded``: wrap any engine's ``decode(features, cap)`` (the kit's ``transcribe_loop`` contract) so
   rows that come back repetitive are decoded again by ``fallback(features, cap)`` (e.g. greedy with
-  ``no_repeat_ngram_size``), keeping the less repetitive text; counts what it did in ``stats``.
+  ``no_repeat_ngram_size``), by ``replace_repetitive``.
 
 Does NOT cover: the engines' fallback options themselves (``export.ct2.ct2_decoder`` passes
 CTranslate2's ``no_repeat_ngram_size``), temperature sampling (non-deterministic: the kit's offline
@@ -42,34 +46,53 @@ def is_repetitive(text: str, *, threshold: float = COMPRESSION_RATIO_THRESHOLD, 
 
     Example: is_repetitive("用户翻一番翻一番翻一番翻一番") -> True (一番 four times);
     is_repetitive("先把最紧急的缺陷修掉再说") -> False (every 2-gram once).
+    Surrounding whitespace is not part of a transcript (decoders differ in whether they strip it).
     """
+    text = text.strip()
     return compression_ratio(text) > threshold or max_ngram_repeats(text, ngram) >= max_repeats
+
+
+STAT_KEYS = ("clips", "fired", "replaced")
+
+
+def replace_repetitive(results, redo, *, text=None, stats: dict | None = None, **rule) -> list:
+    """``results`` (one per row) with each repetitive row replaced by its retry when the retry is better.
+
+    ``redo(rows)``: the retries for those row indices, in that order (called once, only if a row loops).
+    A retry is kept when its text is not repetitive, or repeats less (its largest n-gram count is lower);
+    otherwise the first result stays. ``text(result)``: a result's transcript (default: the result itself,
+    e.g. ``lambda r: r[0]`` for (text, ids) pairs, so ids travel with their text). ``stats`` (if given)
+    gains "clips", "fired" (rows found repetitive) and "replaced". ``rule``: ``is_repetitive``'s keywords.
+    Example: replace_repetitive(["我们我们我们我们", "好的"], lambda rows: ["我们走吧"]) -> ["我们走吧", "好的"]
+    """
+    text = text or (lambda r: r)
+    counts = stats if stats is not None else {}
+    for key in STAT_KEYS:
+        counts.setdefault(key, 0)
+    out = list(results)
+    bad = [i for i, r in enumerate(out) if is_repetitive(text(r), **rule)]
+    counts["clips"] += len(out)
+    counts["fired"] += len(bad)
+    if bad:
+        ngram = rule.get("ngram", NGRAM)
+        for i, retry in zip(bad, redo(bad)):
+            new, old = text(retry), text(out[i])
+            if not is_repetitive(new, **rule) or max_ngram_repeats(new, ngram) < max_ngram_repeats(old, ngram):
+                out[i] = retry
+                counts["replaced"] += 1
+    return out
 
 
 def guarded(decode, fallback, *, stats: dict | None = None, **rule):
     """``decode(features, cap)`` that re-decodes the repetitive rows with ``fallback`` (same signature).
 
-    The fallback's text replaces the first one when it is not repetitive, or repeats less (its largest
-    n-gram count is lower); otherwise the first stays. ``stats`` (if given) gains "clips", "fired"
-    (rows found repetitive) and "replaced". ``rule``: ``is_repetitive``'s keyword arguments.
+    The rule (which rows, which text is kept, what ``stats`` counts) is ``replace_repetitive``'s;
+    ``rule``: ``is_repetitive``'s keyword arguments.
     Example: guarded(lambda f, c: ["我们我们我们我们"], lambda f, c: ["我们走吧"])(x, 10) -> ["我们走吧"]
     """
-    counts = stats if stats is not None else {}
-    for key in ("clips", "fired", "replaced"):
-        counts.setdefault(key, 0)
-    ngram = rule.get("ngram", NGRAM)
-
     def decode_guarded(features, cap):
-        texts = list(decode(features, cap))
-        bad = [i for i, t in enumerate(texts) if is_repetitive(t, **rule)]
-        counts["clips"] += len(texts)
-        counts["fired"] += len(bad)
-        if bad:
-            retry = fallback(np.asarray(features)[bad], cap)  # (len(bad), n_mels, frames)
-            for i, text in zip(bad, retry):
-                if not is_repetitive(text, **rule) or max_ngram_repeats(text, ngram) < max_ngram_repeats(texts[i], ngram):
-                    texts[i] = text
-                    counts["replaced"] += 1
-        return texts
+        return replace_repetitive(decode(features, cap),
+                                  lambda rows: fallback(np.asarray(features)[rows], cap),  # (len(rows), n_mels, frames)
+                                  stats=stats, **rule)
 
     return decode_guarded

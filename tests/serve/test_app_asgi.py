@@ -47,6 +47,7 @@ def test_every_setting_is_a_flag_with_the_same_default():
     args = parser.parse_args(["serve", "--max-prompt-chars", "123", "--upload-timeout", "7.5", "--threads", "2"])
     got = ServeSettings.from_args(args)
     assert (got.max_prompt_chars, got.upload_timeout, got.threads) == (123, 7.5, 2)
+    assert ServeSettings.from_args(parser.parse_args(["serve", "--repetition-guard"])).repetition_guard is True
     assert ServeSettings(max_body_mb=0.5).max_body_bytes == 1 << 19
 
 

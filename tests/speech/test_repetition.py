@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from lorakit_nb.speech.repetition import compression_ratio, guarded, is_repetitive
+from lorakit_nb.speech.repetition import compression_ratio, guarded, is_repetitive, replace_repetitive
 
 NORMAL = ["先把最紧急的缺陷修掉再说", "下个季度的目标是用户翻一番", "这件事我会后单独跟你说",
           "新版本的发布计划已经定了", "我们明天上午十点开会", "谢谢大家"]
@@ -57,3 +57,26 @@ def test_no_fallback_call_when_nothing_loops():
         raise AssertionError("fallback called on clean text")
 
     assert guarded(lambda f, c: NORMAL[:2], fallback)(np.zeros((2, 2, 4)), 5) == NORMAL[:2]
+
+
+def test_shared_rule_moves_ids_with_their_text_and_judges_stripped_text():
+    """``replace_repetitive`` on (text, ids) rows: row 0 loops (计划 x4) and its retry is clean -> the retry's
+    text AND ids; row 2 loops and its retry repeats as much (x4) -> the first pair stays; row 1 (clean) is
+    never retried. A leading space (Whisper's decoded text has one; the server's is stripped) changes no
+    verdict: "今天天气很好，" + "好的" * 11 compresses 87 -> 36 bytes (2.42 > 2.4), with the space 88 -> 37
+    (2.38), so judged unstripped the two paths would disagree (n-gram rule off to isolate zlib's)."""
+    rows = [("计划计划计划计划", [1, 1, 1, 1]), (" 谢谢大家", [2]), ("翻一番翻一番翻一番翻一番", [3, 3])]
+    asked = []
+
+    def redo(idx):
+        asked.append(idx)
+        return [("发布计划", [9]), ("翻一番 翻一番 翻一番 翻一番", [8])]
+
+    stats = {"clips": 5}  # counts add up across calls
+    out = replace_repetitive(rows, redo, text=lambda r: r[0], stats=stats)
+    assert out == [("发布计划", [9]), rows[1], rows[2]] and asked == [[0, 2]]
+    assert stats == {"clips": 8, "fired": 2, "replaced": 1}
+    edge = "今天天气很好，" + "好的" * 11
+    assert compression_ratio(edge) > 2.4 > compression_ratio(" " + edge)
+    assert is_repetitive(" " + edge, max_repeats=100) and is_repetitive(edge, max_repeats=100)
+    assert replace_repetitive(NORMAL, lambda idx: 1 / 0) == NORMAL  # nothing loops: no retry
