@@ -223,6 +223,7 @@ def check_05(m):
     assert abs(m["cer_long"] - m["cer_long_clips_one_by_one"]) <= 0.05
     # the same recording streamed: one delta per segment (their join == the text is asserted in the notebook)
     assert m["stream_deltas"] == m["long_segments"] and 0 < m["stream_first_delta_s"] <= m["stream_done_s"]
+    assert len(m["stream_batch1_seconds"]) >= 2 and m["stream_batch1_seconds"] == sorted(m["stream_batch1_seconds"])
     assert math.isfinite(m["p95_ms_c1"]) and m["p95_ms_c1"] > 0
     assert all(row["ok"] == row["requests"] for row in m["load"]), "the load test at these levels must not fail"
     claims = m["claims"]  # the serving claims, verdicts derived from the load test (2-core CPU: not hundreds of QPS)

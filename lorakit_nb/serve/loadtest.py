@@ -16,6 +16,8 @@ Covers:
   at each concurrency level.
 - ``transcribe_files``: audio files through ``POST /v1/audio/transcriptions`` (optionally with OpenAI's
   ``prompt``) with ``concurrency`` clients in flight, transcripts in the input order.
+- ``timed_stream``: one clip streamed (``stream=true``) with the ``openai`` client: each event with the
+  seconds since the request was sent.
 - ``percentile`` (linear interpolation, as numpy's default); ``run_sync`` (a coroutine from sync code or Jupyter).
 
 Does not: start the server (``client.ServerProcess``), plot, or judge the numbers.
@@ -183,6 +185,24 @@ async def transcribe_files(url, key, clips, *, prompt: str | None = None, concur
     async with _client(url, key, concurrency) as ac:
         await asyncio.gather(*[one(ac, i) for i in range(len(clips))])
     return texts
+
+
+def timed_stream(base_url, key, data: bytes, *, filename: str = "clip.wav", **fields) -> list[tuple[float, object]]:
+    """[(seconds since the request, event)] of one clip streamed through ``/v1/audio/transcriptions``.
+
+    ``base_url`` ends in /v1 (``ServerProcess.base_url``); the events are the ``openai`` client's
+    (``.type`` "transcript.text.delta" with ``.delta``, the last "transcript.text.done" with ``.text``);
+    ``fields``: more of the client's arguments (``prompt``, ``response_format``).
+    Example: [(0.41, TranscriptionTextDeltaEvent(delta="你好", ...)), (0.41, TranscriptionTextDoneEvent(...))]
+    """
+    from openai import OpenAI
+
+    client = OpenAI(base_url=base_url, api_key=key or "none", max_retries=0)
+    t0, arrivals = time.perf_counter(), []
+    for event in client.audio.transcriptions.create(model="whisper-1", file=(filename, data), stream=True,
+                                                       **fields):
+        arrivals.append((time.perf_counter() - t0, event))
+    return arrivals
 
 
 async def complete_texts(url, key, prompts, *, model: str, strength: float | None = None, concurrency: int = 4,

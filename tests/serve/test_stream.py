@@ -148,12 +148,13 @@ def test_request_timeout_mid_stream_is_an_error_event():
 CORRUPT = b"RIFF" + (1000).to_bytes(4, "little") + b"WAVE" + bytes(range(256)) * 4  # WAV magic, then noise
 
 def _stream(server, data, **kw):
-    import openai
-
+    """Notebook 05's client call (``loadtest.timed_stream``): the deltas and the done text, arrival times in order."""
+    from lorakit_nb.serve.loadtest import timed_stream
     from tests.serve.helpers import KEY_A
 
-    oa = openai.OpenAI(base_url=server.base_url, api_key=KEY_A, max_retries=0)
-    events = list(oa.audio.transcriptions.create(model="whisper-1", file=("clip.wav", data), stream=True, **kw))
+    arrivals = timed_stream(server.base_url, KEY_A, data, **kw)
+    times, events = [t for t, _ in arrivals], [e for _, e in arrivals]
+    assert times == sorted(times) and times[0] > 0
     assert [e.type for e in events[:-1]] == ["transcript.text.delta"] * (len(events) - 1)
     assert events[-1].type == "transcript.text.done"
     return [e.delta for e in events[:-1]], events[-1].text
