@@ -90,11 +90,6 @@ def check_model(engine, name) -> None:
                          f"(or {ALIASES[0]!r}), see GET /v1/models")
 
 
-def _prompt(prompt_text) -> dict:
-    """The engine call's prompt argument: none at all without a prompt (the call is exactly the plain one)."""
-    return {"prompt_text": prompt_text} if prompt_text else {}
-
-
 @dataclass
 class _Clip:
     """A request's audio ready to decode: its ``pieces`` [{"start", "end", "samples"}] and how to join their texts."""
@@ -127,7 +122,7 @@ class _Clip:
         for i in range(0, len(self.pieces), step):
             chunk = self.pieces[i:i + step]
             yield list(zip(chunk, await self.within(asyncio.gather(
-                *(self.engine.transcribe(p["samples"], **_prompt(self.prompt_text)) for p in chunk)))))
+                *(self.engine.transcribe(p["samples"], self.prompt_text) for p in chunk)))))
 
     def texts(self):
         """Each batch's piece texts, as ``batches`` decodes them: what ``stream.transcript_stream`` reads."""

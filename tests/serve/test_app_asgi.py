@@ -29,7 +29,7 @@ class FakeEngine:
 
     name, language, window, max_batch, pending, max_queue, ready = "fake", "zh", 5, 8, 0, 4, True
 
-    async def transcribe(self, samples):
+    async def transcribe(self, samples, prompt_text=None):
         return SimpleNamespace(text="你好", seconds=len(samples) / 16000, tokens=[1])
 
     def retry_after(self):

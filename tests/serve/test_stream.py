@@ -125,7 +125,7 @@ def test_request_timeout_mid_stream_is_an_error_event():
     class SlowEngine:
         max_batch, language = 1, "zh"
 
-        async def transcribe(self, seconds):
+        async def transcribe(self, seconds, prompt_text=None):
             await asyncio.sleep(seconds)
             return SimpleNamespace(text=f"{seconds:g}", tokens=[])
 
